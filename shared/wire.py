@@ -1,0 +1,123 @@
+"""Typed wire messages: every message that crosses a socket is declared here.
+
+A message travels as a multipart ZeroMQ message: frame 0 is a one-byte type
+tag, frame 1 the msgpack body of the Struct, frames 2.. optional raw tensor
+buffers (see shared/tensor_frames.py). Receivers decode with a typed decoder
+chosen by the tag; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WireError(ValueError):
+    """A frame that is not a valid layerbus message; the receiver drops it."""
+
+
+# ---------------------------------------------------------------- gateway side
+
+
+class SamplingSpec(msgspec.Struct, omit_defaults=True):
+    """User-facing sampling settings for one sequence (n is fanned out by the gateway)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    stop_token_ids: list[int] = []
+
+
+class Generate(msgspec.Struct):
+    """Gateway -> coordinator: start generating for one sequence."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingSpec
+
+
+class Abort(msgspec.Struct):
+    """Gateway -> coordinator: stop these requests and free their KV blocks."""
+
+    request_ids: list[str]
+
+
+class StatusQuery(msgspec.Struct):
+    """Gateway -> coordinator: ask for a Status reply carrying the same nonce."""
+
+    nonce: int
+
+
+class TopLogprob(msgspec.Struct, array_like=True):
+    """One candidate token and its log-probability."""
+
+    token_id: int
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, array_like=True):
+    """Log-probability of a sampled token, its rank and the top candidates."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    top: list[TopLogprob]
+
+
+class RequestOutput(msgspec.Struct, omit_defaults=True):
+    """New tokens of one request since the last output.
+
+    finish_reason is "stop", "length" or "abort" once the request is done;
+    error is set (and finish_reason "error") when the pipeline failed it.
+    """
+
+    request_id: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    error: str | None = None
+
+
+class Outputs(msgspec.Struct):
+    """Coordinator -> gateway: a batch of request outputs from one engine step."""
+
+    items: list[RequestOutput]
+
+
+class StageStatus(msgspec.Struct):
+    """One stage as the coordinator sees it."""
+
+    name: str
+    address: str
+    layer_start: int
+    layer_end: int
+    state: str
+    last_heartbeat_age_s: float
+
+
+class Status(msgspec.Struct):
+    """Coordinator -> gateway: readiness, model and pipeline state."""
+
+    nonce: int
+    ready: bool
+    model: str
+    max_model_len: int
+    num_layers: int
+    stages: list[StageStatus]
+    num_total_blocks: int = 0
+    num_free_blocks: int = 0
+    num_running: int = 0
+    num_waiting: int = 0
+    max_batches_in_flight: int = 0
+    detail: str = ""
