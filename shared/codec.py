@@ -16,6 +16,13 @@ _TAGS: dict[type[msgspec.Struct], bytes] = {
     wire.StatusQuery: b"\x03",
     wire.Outputs: b"\x10",
     wire.Status: b"\x11",
+    wire.Register: b"\x20",
+    wire.Configure: b"\x21",
+    wire.Configured: b"\x22",
+    wire.Heartbeat: b"\x23",
+    wire.Shutdown: b"\x24",
+    wire.Step: b"\x30",
+    wire.StepResult: b"\x31",
 }
 
 

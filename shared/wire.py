@@ -121,3 +121,131 @@ class Status(msgspec.Struct):
     num_waiting: int = 0
     max_batches_in_flight: int = 0
     detail: str = ""
+
+
+# ------------------------------------------------------------------ stage side
+
+
+class Register(msgspec.Struct):
+    """Stage -> coordinator: a stage has loaded its layers and offers this capacity.
+
+    kv_cache_specs is the stage's vLLM KV cache spec, encoded by shared.kv_codec.
+    """
+
+    name: str
+    layer_start: int
+    layer_end: int
+    num_layers: int
+    data_address: str
+    kv_cache_specs: bytes
+    available_kv_bytes: int
+    kv_cache_layouts: list[str]
+    engine_fingerprint: str
+    pid: int
+
+
+class Configure(msgspec.Struct):
+    """Coordinator -> stage: allocate this KV cache and forward activations to next_address.
+
+    next_address is empty for the last stage, which returns results to the coordinator.
+    """
+
+    kv_cache_config: bytes
+    kv_cache_layout: str
+    next_address: str
+    stage_index: int
+    num_stages: int
+
+
+class Configured(msgspec.Struct):
+    """Stage -> coordinator: the KV cache is allocated (or error says why not)."""
+
+    name: str
+    num_blocks: int
+    error: str = ""
+
+
+class Heartbeat(msgspec.Struct):
+    """Either direction: the sender is alive."""
+
+    name: str
+    seq: int
+
+
+class Shutdown(msgspec.Struct):
+    """Coordinator -> stage: exit cleanly."""
+
+    reason: str
+
+
+class TensorMeta(msgspec.Struct, array_like=True):
+    """Name, dtype and shape of one raw tensor frame that follows the header."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+
+
+class NewRequestPlan(msgspec.Struct, omit_defaults=True):
+    """A request a stage has not seen before (vLLM NewRequestData)."""
+
+    req_id: str
+    prompt_token_ids: list[int]
+    sampling_params: bytes  # msgspec-encoded vllm SamplingParams (typed decode)
+    block_ids: list[list[int]]
+    num_computed_tokens: int
+    prefill_token_ids: list[int] | None = None
+    replay_start: int = 0
+
+
+class CachedRequestsPlan(msgspec.Struct):
+    """Requests the stages already hold (vLLM CachedRequestData)."""
+
+    req_ids: list[str]
+    resumed_req_ids: list[str]
+    new_token_ids: list[list[int]]
+    all_token_ids: dict[str, list[int]]
+    new_block_ids: list[list[list[int]] | None]
+    num_computed_tokens: list[int]
+    num_output_tokens: list[int]
+
+
+class StepPlan(msgspec.Struct, omit_defaults=True):
+    """One engine step as scheduled by the coordinator (vLLM SchedulerOutput)."""
+
+    new_requests: list[NewRequestPlan]
+    cached: CachedRequestsPlan
+    num_scheduled_tokens: dict[str, int]
+    total_num_scheduled_tokens: int
+    finished_req_ids: list[str]
+    preempted_req_ids: list[str] | None = None
+    num_common_prefix_blocks: list[int] = []
+    new_block_ids_to_zero: list[int] | None = None
+    scheduled_spec_decode_tokens: dict[str, list[int]] = {}
+
+
+class Step(msgspec.Struct):
+    """Header of an activation message: the plan plus the tensor frames after it."""
+
+    step_id: int
+    plan: StepPlan
+    tensors: list[TensorMeta]
+
+
+class SampledLogprobs(msgspec.Struct, array_like=True):
+    """vLLM LogprobsLists as plain lists: one row per generated token."""
+
+    token_ids: list[list[int]]
+    logprobs: list[list[float]]
+    ranks: list[int]
+    cu_num_generated_tokens: list[int] | None
+
+
+class StepResult(msgspec.Struct, omit_defaults=True):
+    """Last stage -> coordinator: what one step sampled (vLLM ModelRunnerOutput)."""
+
+    step_id: int
+    req_ids: list[str]
+    sampled_token_ids: list[list[int]]
+    logprobs: SampledLogprobs | None = None
+    error: str = ""

@@ -1,0 +1,267 @@
+"""The engine thread: hosts vLLM's EngineCore and turns its outputs into wire messages."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from services.coordinator.executor import PipelineExecutor
+from services.coordinator.pipeline import PipelineLink
+from shared import wire
+from shared.engine_settings import EngineSettings, build_vllm_config
+
+log = logging.getLogger("layerbus.coordinator")
+
+Send = Callable[[bytes, msgspec.Struct], None]
+
+
+def sampling_params(spec: wire.SamplingSpec, generation_config: dict[str, Any], eos: int | None) -> Any:
+    """vLLM SamplingParams for a request, defaults filled as vLLM's own frontend does."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    params = SamplingParams(
+        n=1,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=spec.top_k,
+        min_p=spec.min_p,
+        seed=spec.seed,
+        presence_penalty=spec.presence_penalty,
+        frequency_penalty=spec.frequency_penalty,
+        repetition_penalty=spec.repetition_penalty,
+        max_tokens=spec.max_tokens,
+        min_tokens=spec.min_tokens,
+        logprobs=spec.logprobs,
+        ignore_eos=spec.ignore_eos,
+        stop_token_ids=list(spec.stop_token_ids),
+        output_kind=RequestOutputKind.DELTA,
+        detokenize=False,
+    )
+    params.update_from_generation_config(generation_config, eos)
+    return params
+
+
+def _logprobs(lp: Any, count: int) -> list[wire.TokenLogprob] | None:
+    if lp is None:
+        return None
+    rows = []
+    ids, values, ranks = lp.logprob_token_ids, lp.logprobs, lp.sampled_token_ranks
+    for i in range(min(count, len(ids))):
+        top = [
+            wire.TopLogprob(token_id=int(t), logprob=float(v))
+            for t, v in zip(ids[i][1:], values[i][1:], strict=False)
+        ]
+        rows.append(
+            wire.TokenLogprob(
+                token_id=int(ids[i][0]), logprob=float(values[i][0]), rank=int(ranks[i]), top=top
+            )
+        )
+    return rows
+
+
+class EngineHost:
+    """Owns EngineCore; runs on its own thread and never touches the ROUTER socket."""
+
+    def __init__(
+        self,
+        engine: EngineSettings,
+        link: PipelineLink,
+        send: Send,
+        configure_timeout_s: float,
+    ) -> None:
+        self.engine_settings = engine
+        self.link = link
+        self.send = send
+        self.configure_timeout_s = configure_timeout_s
+        self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
+        self.owner: dict[str, bytes] = {}
+        self.prompt_len: dict[str, int] = {}
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.stopping = threading.Event()
+        self.snapshot: dict[str, int] = {}
+        self.max_model_len = engine.max_model_len
+        self.core: Any = None
+
+    # ------------------------------------------------------------ start-up
+
+    def start_engine(self) -> None:
+        from vllm.v1.engine.core import EngineCore
+
+        chain = self.link.chain
+        executor = PipelineExecutor.bind(self.link, self.configure_timeout_s)
+        config = build_vllm_config(
+            self.engine_settings, pipeline_size=len(chain), executor=executor
+        )
+        self.max_model_len = config.model_config.max_model_len
+        self.generation_config = config.model_config.get_diff_sampling_param()
+        hf = config.model_config.hf_config
+        eos = getattr(config.model_config.hf_text_config, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(hf, "eos_token_id", None)
+        self.eos = eos[0] if isinstance(eos, list) else eos
+        self.core = EngineCore(config, executor_class=executor, log_stats=True)
+        log.info(
+            "engine ready: %d stages, %d KV blocks, %d micro-batches in flight at most",
+            len(chain),
+            config.cache_config.num_gpu_blocks,
+            config.max_concurrent_batches,
+        )
+
+    def run(self) -> None:
+        """Thread body: start EngineCore, then loop over commands and steps."""
+        try:
+            self.start_engine()
+        except Exception as err:
+            log.exception("engine start-up failed")
+            self.error = f"{type(err).__name__}: {err}"
+            self.ready.set()
+            return
+        self._update_snapshot()
+        self.ready.set()
+        core = self.core
+        while not self.stopping.is_set():
+            busy = core.scheduler.has_requests() or bool(core.batch_queue)
+            self._drain_commands(block=not busy)
+            if not (core.scheduler.has_requests() or core.batch_queue):
+                continue
+            try:
+                outputs, executed = core.step_fn()
+                core.post_step(executed)
+            except Exception as err:
+                self._fail_everything(f"{type(err).__name__}: {err}")
+                continue
+            if outputs:
+                self._publish(outputs)
+            self._update_snapshot()
+
+    # ------------------------------------------------------------ commands
+
+    def _drain_commands(self, block: bool) -> None:
+        try:
+            item = self.commands.get(timeout=0.05) if block else self.commands.get_nowait()
+        except queue.Empty:
+            if block:
+                self._update_snapshot()
+            return
+        while True:
+            self._handle(*item)
+            try:
+                item = self.commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, identity: bytes, msg: msgspec.Struct) -> None:
+        if isinstance(msg, wire.Generate):
+            self._add(identity, msg)
+        elif isinstance(msg, wire.Abort):
+            known = [rid for rid in msg.request_ids if rid in self.owner]
+            if known:
+                self.core.abort_requests(known)
+                for rid in known:
+                    self._forget(rid)
+                self._update_snapshot()
+
+    def _add(self, identity: bytes, msg: wire.Generate) -> None:
+        from vllm.v1.engine import EngineCoreRequest
+
+        rid = msg.request_id
+        error = None
+        if rid in self.owner:
+            error = f"request id {rid!r} is already running"
+        elif not msg.prompt_token_ids:
+            error = "the prompt is empty"
+        elif len(msg.prompt_token_ids) + msg.sampling.max_tokens > self.max_model_len:
+            error = (
+                f"prompt ({len(msg.prompt_token_ids)} tokens) + max_tokens "
+                f"({msg.sampling.max_tokens}) exceeds max_model_len={self.max_model_len}"
+            )
+        elif self.link.failure is not None:
+            error = f"pipeline unavailable: {self.link.failure}"
+        if error is None:
+            try:
+                params = sampling_params(msg.sampling, self.generation_config, self.eos)
+                request = EngineCoreRequest(
+                    request_id=rid,
+                    prompt_token_ids=list(msg.prompt_token_ids),
+                    mm_features=None,
+                    sampling_params=params,
+                    pooling_params=None,
+                    arrival_time=time.time(),
+                    lora_request=None,
+                    cache_salt=None,
+                    data_parallel_rank=None,
+                )
+                req, wave = self.core.preprocess_add_request(request)
+                self.core.add_request(req, wave)
+            except (ValueError, TypeError) as err:
+                error = str(err)
+        if error is not None:
+            out = wire.RequestOutput(request_id=rid, token_ids=[], finish_reason="error", error=error)
+            self.send(identity, wire.Outputs(items=[out]))
+            return
+        self.owner[rid] = identity
+        self.prompt_len[rid] = len(msg.prompt_token_ids)
+
+    def _forget(self, rid: str) -> None:
+        self.owner.pop(rid, None)
+        self.prompt_len.pop(rid, None)
+
+    # ------------------------------------------------------------ outputs
+
+    def _publish(self, outputs: dict[int, Any]) -> None:
+        by_owner: dict[bytes, list[wire.RequestOutput]] = {}
+        for eco in outputs.values():
+            for o in eco.outputs:
+                identity = self.owner.get(o.request_id)
+                if identity is None:
+                    continue
+                finish = None if o.finish_reason is None else str(o.finish_reason)
+                item = wire.RequestOutput(
+                    request_id=o.request_id,
+                    token_ids=list(o.new_token_ids),
+                    logprobs=_logprobs(o.new_logprobs, len(o.new_token_ids)),
+                    finish_reason=finish,
+                    stop_reason=o.stop_reason,
+                    num_prompt_tokens=self.prompt_len.get(o.request_id, 0),
+                    num_cached_tokens=getattr(o, "num_cached_tokens", 0) or 0,
+                )
+                by_owner.setdefault(identity, []).append(item)
+                if finish is not None:
+                    self._forget(o.request_id)
+        for identity, items in by_owner.items():
+            self.send(identity, wire.Outputs(items=items))
+
+    def _fail_everything(self, reason: str) -> None:
+        log.error("pipeline step failed: %s", reason)
+        rids = list(self.owner)
+        if rids:
+            self.core.abort_requests(rids)
+        if self.core.batch_queue:
+            self.core.batch_queue.clear()
+        by_owner: dict[bytes, list[wire.RequestOutput]] = {}
+        for rid in rids:
+            item = wire.RequestOutput(
+                request_id=rid, token_ids=[], finish_reason="error", error=reason
+            )
+            by_owner.setdefault(self.owner[rid], []).append(item)
+            self._forget(rid)
+        for identity, items in by_owner.items():
+            self.send(identity, wire.Outputs(items=items))
+
+    def _update_snapshot(self) -> None:
+        sched = self.core.scheduler
+        pool = sched.kv_cache_manager.block_pool
+        self.snapshot = {
+            "num_total_blocks": int(pool.num_gpu_blocks) - 1,
+            "num_free_blocks": int(pool.get_num_free_blocks()),
+            "num_running": len(sched.running),
+            "num_waiting": len(sched.waiting),
+            "max_batches_in_flight": self.link.max_in_flight,
+        }

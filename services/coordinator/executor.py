@@ -1,0 +1,141 @@
+"""A vLLM Executor whose workers are remote stages reached over ZeroMQ.
+
+EngineCore (vLLM's scheduler + KV cache manager) calls these methods from the
+coordinator's engine thread. The coordinator process loads no weights: KV
+specs and capacity come from the stages' registrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from vllm.v1.executor.abstract import Executor
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
+
+from services.coordinator.pipeline import PipelineFailed, PipelineLink
+from shared.kv_codec import decode_kv
+from shared.step_codec import UnsupportedPlan, plan_from_scheduler_output, runner_output_from_result
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+class PipelineExecutor(Executor):
+    """Drives the stage chain; instantiated by EngineCore on the engine thread."""
+
+    supports_pp = True
+    link: PipelineLink  # set by bind()
+    configure_timeout_s: float = 300.0
+    _kv_layout = ""
+
+    @classmethod
+    def bind(cls, link: PipelineLink, configure_timeout_s: float) -> type[PipelineExecutor]:
+        """A subclass tied to one PipelineLink (vLLM instantiates the class itself)."""
+        attrs = {"link": link, "configure_timeout_s": configure_timeout_s}
+        return type("BoundPipelineExecutor", (cls,), attrs)
+
+    def _init_executor(self) -> None:
+        self._last_sample: Future[Any] | None = None
+        self._kv_layout = ""
+
+    # ------------------------------------------------------------ start-up
+
+    def get_kv_cache_specs(self) -> list[dict[str, Any]]:
+        return [decode_kv(r.info.kv_cache_specs) for r in self.link.chain]
+
+    def determine_available_memory(self) -> list[int]:
+        return [r.info.available_kv_bytes for r in self.link.chain]
+
+    def get_supported_kv_cache_layouts(self) -> list[list[str]]:
+        return [list(r.info.kv_cache_layouts) for r in self.link.chain]
+
+    def set_kv_cache_layout(self, layout_name: str) -> None:
+        self._kv_layout = layout_name
+
+    def initialize_from_config(self, kv_cache_configs: list[Any]) -> None:
+        self.link.configure(kv_cache_configs, self._kv_layout, self.configure_timeout_s)
+
+    def compile_or_warm_up_model(self) -> None:
+        return None  # each stage warms up when it allocates its KV cache
+
+    def collective_rpc(  # type: ignore[override]
+        self,
+        method: str | Callable[..., Any],
+        timeout: float | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        non_block: bool = False,
+    ) -> Any:
+        name = method if isinstance(method, str) else getattr(method, "__name__", "?")
+        results: list[Any]
+        if name == "get_supported_tasks":
+            results = [("generate",)] * len(self.link.chain)
+        elif name in ("check_health", "shutdown", "reset_mm_cache", "reset_encoder_cache"):
+            results = [None] * len(self.link.chain)
+        else:
+            raise NotImplementedError(f"layerbus stages do not support the RPC {name!r}")
+        return _done(results) if non_block else results
+
+    # ------------------------------------------------------------ steps
+
+    def execute_model(  # type: ignore[override]
+        self, scheduler_output: Any, non_block: bool = False
+    ) -> Any:
+        try:
+            plan = plan_from_scheduler_output(scheduler_output)
+        except UnsupportedPlan:
+            raise
+        sent = self.link.submit(plan)
+        result: Future[Any] = Future()
+
+        def convert(done: Future[Any]) -> None:
+            error = done.exception()
+            if error is not None:
+                result.set_exception(error)
+            else:
+                result.set_result(runner_output_from_result(done.result()))
+
+        sent.add_done_callback(convert)
+        if scheduler_output.total_num_scheduled_tokens == 0:
+            # EngineCore samples nothing for an empty step and takes this future
+            # as its output; the plan still travels so stages see finished requests.
+            self._last_sample = None
+            empty: Future[Any] = Future()
+
+            def settle(done: Future[Any]) -> None:
+                error = done.exception()
+                if error is not None:
+                    empty.set_exception(error)
+                else:
+                    empty.set_result(EMPTY_MODEL_RUNNER_OUTPUT)
+
+            result.add_done_callback(settle)
+            return empty if non_block else empty.result()
+        self._last_sample = result
+        return _done(None) if non_block else None
+
+    def sample_tokens(  # type: ignore[override]
+        self, grammar_output: Any, non_block: bool = False
+    ) -> Any:
+        if grammar_output is not None:
+            raise UnsupportedPlan("layerbus pipelines do not support structured output")
+        future = self._last_sample
+        self._last_sample = None
+        if future is None:
+            raise PipelineFailed("sample_tokens without a preceding step with tokens")
+        return future if non_block else future.result()
+
+    def take_draft_token_ids(self) -> None:
+        return None
+
+    def check_health(self) -> None:
+        if self.link.failure is not None:
+            raise PipelineFailed(self.link.failure)
+
+    def shutdown(self) -> None:
+        self.link.close()

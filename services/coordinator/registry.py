@@ -1,0 +1,106 @@
+"""Peer registry: which stages exist, their layer ranges, liveness (pure logic, no sockets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared import wire
+
+
+class RegistryError(ValueError):
+    """A stage registration that cannot be accepted, with the reason."""
+
+
+@dataclass
+class StageRecord:
+    """What the coordinator knows about one stage; owned by the coordinator I/O thread."""
+
+    identity: bytes
+    info: wire.Register
+    last_seen: float
+    state: str = "registered"  # registered -> configured -> (dead)
+    num_blocks: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def layers(self) -> tuple[int, int]:
+        return self.info.layer_start, self.info.layer_end
+
+
+class Registry:
+    """Stages by name; finds a chain of stages that covers every layer exactly once."""
+
+    def __init__(self, num_layers: int, engine_fingerprint: str) -> None:
+        self.num_layers = num_layers
+        self.engine_fingerprint = engine_fingerprint
+        self.stages: dict[str, StageRecord] = {}
+
+    def add(self, identity: bytes, info: wire.Register, now: float) -> StageRecord:
+        """Accept (or refresh) a registration; RegistryError says what to fix."""
+        if info.num_layers != self.num_layers:
+            raise RegistryError(
+                f"{info.name} serves a model with {info.num_layers} layers, the coordinator's "
+                f"has {self.num_layers}; start both with the same --model"
+            )
+        if info.engine_fingerprint != self.engine_fingerprint:
+            raise RegistryError(
+                f"{info.name} runs with [{info.engine_fingerprint}], the coordinator with "
+                f"[{self.engine_fingerprint}]; give every service the same LAYERBUS_* engine "
+                "settings"
+            )
+        if not 0 <= info.layer_start < info.layer_end <= self.num_layers:
+            raise RegistryError(f"{info.name}: layer range {info.layer_start}:{info.layer_end}")
+        record = StageRecord(identity=identity, info=info, last_seen=now)
+        self.stages[info.name] = record
+        return record
+
+    def seen(self, name: str, now: float) -> StageRecord | None:
+        record = self.stages.get(name)
+        if record is not None:
+            record.last_seen = now
+        return record
+
+    def expire(self, now: float, timeout: float) -> list[StageRecord]:
+        """Mark stages silent for longer than timeout as dead; return the newly dead."""
+        newly_dead = []
+        for record in self.stages.values():
+            if record.state != "dead" and now - record.last_seen > timeout:
+                record.state = "dead"
+                newly_dead.append(record)
+        return newly_dead
+
+    def chain(self) -> list[StageRecord] | None:
+        """Live stages ordered by layer, covering [0, num_layers) with no gap or overlap."""
+        live = [r for r in self.stages.values() if r.state != "dead"]
+        by_start: dict[int, StageRecord] = {}
+        # Prefer stages already configured into the chain over standbys.
+        for record in sorted(live, key=lambda r: (r.state != "configured", r.name)):
+            by_start.setdefault(record.info.layer_start, record)
+        chain, position = [], 0
+        while position < self.num_layers:
+            record = by_start.get(position)
+            if record is None:
+                return None
+            chain.append(record)
+            position = record.info.layer_end
+        return chain
+
+    def missing(self) -> str:
+        """Human-readable description of the layers no live stage covers yet."""
+        covered = [False] * self.num_layers
+        for record in self.stages.values():
+            if record.state != "dead":
+                for layer in range(*record.layers):
+                    covered[layer] = True
+        gaps, start = [], None
+        for layer, ok in enumerate([*covered, True]):
+            if not ok and start is None:
+                start = layer
+            elif ok and start is not None:
+                gaps.append(f"{start}:{layer}")
+                start = None
+        return ", ".join(gaps) if gaps else "none"

@@ -1,0 +1,272 @@
+"""The coordinator process: ROUTER I/O thread, registry, and the engine thread.
+
+The I/O thread (this module's main loop) owns the ROUTER that gateways and
+stages talk to, and an inproc PULL through which the engine thread hands it
+outgoing messages. It never blocks on the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+
+from services.coordinator.engine import EngineHost
+from services.coordinator.pipeline import PipelineLink
+from services.coordinator.registry import Registry, RegistryError
+from services.coordinator.settings import CoordinatorSettings
+from shared import codec, wire
+from shared.engine_settings import EngineSettings
+from shared.settings import TransportSettings
+from shared.sockets import make_socket
+
+log = logging.getLogger("layerbus.coordinator")
+
+OUTBOX = "inproc://layerbus-coordinator-outbox"
+
+
+def _num_layers(model: str) -> int:
+    config = json.loads((Path(model) / "config.json").read_text())
+    return int(config.get("text_config", config)["num_hidden_layers"])
+
+
+class CoordinatorServer:
+    """Registry + I/O loop; start() runs until stop() (from a signal handler) is called."""
+
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        engine: EngineSettings,
+        transport: TransportSettings,
+    ) -> None:
+        self.settings = settings
+        self.engine_settings = engine
+        self.transport = transport
+        self.model_path = engine.resolved_model()
+        self.model_name = settings.served_model_name or Path(self.model_path).name
+        self.num_layers = _num_layers(self.model_path)
+        self.registry = Registry(self.num_layers, engine.fingerprint())
+        self.ctx = zmq.Context()
+        self.router = make_socket(self.ctx, zmq.ROUTER, transport)
+        self.router.bind(settings.bind)
+        self.outbox = self.ctx.socket(zmq.PULL)
+        self.outbox.bind(OUTBOX)
+        self.link = PipelineLink(self.ctx, transport)
+        self.host: EngineHost | None = None
+        self.engine_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self.detail = "waiting for stages"
+        self.exit_code = 0
+
+    # ------------------------------------------------------------ helpers
+
+    def _send_from_engine(self, identity: bytes, msg: msgspec.Struct) -> None:
+        """Called on the engine thread: queue a message for the I/O thread to send."""
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(OUTBOX)
+            self._local.push = sock
+        sock.send_multipart([identity, *codec.encode(msg)])
+
+    def _send(self, identity: bytes, msg: msgspec.Struct) -> None:
+        try:
+            self.router.send_multipart([identity, *codec.encode(msg)])
+        except zmq.ZMQError as err:  # EHOSTUNREACH: the peer is gone
+            log.debug("could not send %s to %r: %s", type(msg).__name__, identity, err)
+
+    def status(self, nonce: int) -> wire.Status:
+        snap = self.host.snapshot if self.host is not None else {}
+        now = time.monotonic()
+        stages = [
+            wire.StageStatus(
+                name=r.name,
+                address=r.info.data_address,
+                layer_start=r.info.layer_start,
+                layer_end=r.info.layer_end,
+                state=r.state,
+                last_heartbeat_age_s=round(now - r.last_seen, 3),
+            )
+            for r in sorted(self.registry.stages.values(), key=lambda r: r.layers)
+        ]
+        ready = bool(
+            self.host is not None
+            and self.host.ready.is_set()
+            and self.host.error is None
+            and self.link.failure is None
+        )
+        return wire.Status(
+            nonce=nonce,
+            ready=ready,
+            model=self.model_name,
+            max_model_len=self.host.max_model_len if self.host else self.engine_settings.max_model_len,
+            num_layers=self.num_layers,
+            stages=stages,
+            detail=self.link.failure or (self.host.error if self.host and self.host.error else self.detail),
+            **snap,
+        )
+
+    # ------------------------------------------------------------ main loop
+
+    def serve_forever(self) -> None:
+        log.info("coordinator on %s; waiting for stages covering %d layers", self.settings.bind, self.num_layers)
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.outbox, zmq.POLLIN)
+        interval = self.transport.heartbeat_interval_s
+        last_beat = last_progress = 0.0
+        while not self._stop.is_set():
+            events = dict(poller.poll(timeout=int(interval * 1000 / 2)))
+            if self.outbox in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.outbox.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        self.router.send_multipart(frames)
+                    except zmq.ZMQError as err:
+                        log.debug("dropped message to %r: %s", frames[0], err)
+            if self.router in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_message(frames)
+            now = time.monotonic()
+            if now - last_beat >= interval:
+                last_beat = now
+                self._heartbeat(now)
+            if self.host is not None and self.host.error is not None:
+                log.error("stopping: the engine could not start: %s", self.host.error)
+                self.exit_code = 1
+                return
+            if self.host is None and now - last_progress >= 5:
+                last_progress = now
+                self._maybe_start(announce=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.host is not None:
+            self.host.stopping.set()
+
+    def close(self) -> None:
+        for record in self.registry.stages.values():
+            self._send(record.identity, wire.Shutdown(reason="coordinator stopping"))
+        if self.engine_thread is not None:
+            self.engine_thread.join(timeout=5)
+        self.link.close()
+        self.router.close()
+        self.outbox.close()
+        self.ctx.term()
+
+    def _heartbeat(self, now: float) -> None:
+        timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
+        for record in self.registry.expire(now, timeout):
+            log.error("stage %s (layers %d:%d) stopped responding", record.name, *record.layers)
+            if record in self.link.chain:
+                self.link.fail_all(
+                    f"stage {record.name} (layers {record.layers[0]}:{record.layers[1]}) "
+                    "stopped responding"
+                )
+        for record in self.registry.stages.values():
+            if record.state != "dead":
+                self._send(record.identity, wire.Heartbeat(name="coordinator", seq=int(now)))
+
+    def _maybe_start(self, announce: bool = False) -> None:
+        chain = self.registry.chain()
+        if chain is None:
+            if announce:
+                log.info("waiting for stages: layers %s not covered yet", self.registry.missing())
+            return
+        names = " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain)
+        log.info("all layers covered: %s; starting the engine", names)
+        self.detail = "starting engine"
+        self.link.attach(chain, self._send_from_engine)
+        self.host = EngineHost(
+            self.engine_settings, self.link, self._send_from_engine, self.settings.configure_timeout_s
+        )
+        self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
+        self.engine_thread.start()
+
+    def _on_message(self, frames: list[Any]) -> None:
+        identity = bytes(frames[0])
+        try:
+            msg = codec.decode(frames[1:])
+        except wire.WireError as err:
+            log.warning("dropped message from %r: %s", identity, err)
+            return
+        now = time.monotonic()
+        if isinstance(msg, wire.StepResult):
+            self.link.resolve(msg)
+        elif isinstance(msg, wire.Generate | wire.Abort):
+            if self.host is None or not self.host.ready.is_set() or self.host.error:
+                if isinstance(msg, wire.Generate):
+                    out = wire.RequestOutput(
+                        request_id=msg.request_id,
+                        token_ids=[],
+                        finish_reason="error",
+                        error=f"not ready: {self.detail}",
+                    )
+                    self._send(identity, wire.Outputs(items=[out]))
+                return
+            self.host.commands.put((identity, msg))
+        elif isinstance(msg, wire.StatusQuery):
+            self._send(identity, self.status(msg.nonce))
+        elif isinstance(msg, wire.Heartbeat):
+            self.registry.seen(msg.name, now)
+        elif isinstance(msg, wire.Configured):
+            self.registry.seen(msg.name, now)
+            self.link.configured(msg)
+        elif isinstance(msg, wire.Register):
+            self._on_register(identity, msg, now)
+        else:
+            log.warning("unexpected %s from %r", type(msg).__name__, identity)
+
+    def _on_register(self, identity: bytes, msg: wire.Register, now: float) -> None:
+        existing = self.registry.stages.get(msg.name)
+        if existing is not None and existing.state == "configured" and self.host is not None:
+            existing.last_seen = now
+            return  # a retransmission that crossed our Configure
+        try:
+            record = self.registry.add(identity, msg, now)
+        except RegistryError as err:
+            log.error("refused stage registration: %s", err)
+            self._send(identity, wire.Shutdown(reason=str(err)))
+            return
+        if existing is not None and existing.info == msg:
+            return  # the stage repeats its registration until it is configured
+        log.info(
+            "stage %s registered: layers %d:%d at %s",
+            record.name,
+            *record.layers,
+            record.info.data_address,
+        )
+        if self.host is None:
+            self._maybe_start()
+
+
+def run(settings: CoordinatorSettings, engine: EngineSettings, transport: TransportSettings) -> None:
+    """Entry point of `layerbus coordinator`; exits non-zero if the engine cannot start."""
+    import signal
+
+    server = CoordinatorServer(settings, engine, transport)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        server.close()
+    if server.exit_code:
+        raise SystemExit(server.exit_code)

@@ -1,0 +1,20 @@
+"""Settings of the coordinator process (flags or LAYERBUS_* environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CoordinatorSettings(BaseSettings):
+    """Where the coordinator listens and how long it waits for its stages."""
+
+    model_config = SettingsConfigDict(env_prefix="LAYERBUS_", extra="ignore")
+
+    bind: str = Field(
+        "tcp://127.0.0.1:5555", description="ROUTER address for gateways and stages"
+    )
+    configure_timeout_s: float = Field(
+        300.0, description="seconds a stage may take to allocate its KV cache"
+    )
+    served_model_name: str = Field("", description="model name in /status (default: folder)")

@@ -1,0 +1,195 @@
+"""The Starlette application: routes, error handlers, and the lifespan that owns resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.gateway.admission import AdmissionLimits
+from services.gateway.admission_gate import AdmissionGate
+from services.gateway.auth import authenticate
+from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
+from services.gateway.errors import (
+    APIError,
+    api_error_handler,
+    http_error_handler,
+    server_error_handler,
+    unavailable,
+)
+from services.gateway.handlers import Gateway, handle_generation
+from services.gateway.metrics import CONTENT_TYPE, GatewayMetrics, MetricsMiddleware
+from services.gateway.openapi import openapi_document
+from services.gateway.orjson_response import OrjsonResponse
+from services.gateway.settings import GatewaySettings
+from services.gateway.tokenization import Tokenizer
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def chat_completions(request: Request) -> Response:
+    return await handle_generation(request, _gateway(request), chat=True)
+
+
+async def completions(request: Request) -> Response:
+    return await handle_generation(request, _gateway(request), chat=False)
+
+
+async def models(request: Request) -> Response:
+    gw = _gateway(request)
+    authenticate(request.headers, gw.settings.api_keys)
+    status = gw.client.status
+    card: dict[str, Any] = {
+        "id": gw.settings.model_name,
+        "object": "model",
+        "created": request.app.state.started,
+        "owned_by": "layerbus",
+        "root": gw.settings.model,
+    }
+    if status is not None:
+        card["max_model_len"] = status.max_model_len
+    return OrjsonResponse({"object": "list", "data": [card]})
+
+
+async def health(request: Request) -> Response:
+    gw = _gateway(request)
+    status = gw.client.status
+    if status is None:
+        raise unavailable(
+            f"no status from the coordinator at {gw.client.address} "
+            f"within {gw.settings.coordinator_timeout_s:g}s",
+            retry_after_s=gw.settings.retry_after_s,
+            code="coordinator_unreachable",
+        )
+    if not status.ready:
+        detail = f": {status.detail}" if status.detail else ""
+        raise unavailable(
+            f"the coordinator is not ready{detail}",
+            retry_after_s=gw.settings.retry_after_s,
+            code="coordinator_not_ready",
+        )
+    return OrjsonResponse({"status": "ok", "model": gw.settings.model_name})
+
+
+async def status(request: Request) -> Response:
+    gw = _gateway(request)
+    authenticate(request.headers, gw.settings.api_keys)
+    try:
+        st = await gw.client.query_status()
+    except (TimeoutError, CoordinatorUnavailable):
+        raise unavailable(
+            f"the coordinator at {gw.client.address} did not answer within "
+            f"{gw.settings.status_timeout_s:g}s (LAYERBUS_STATUS_TIMEOUT_S)",
+            code="coordinator_unreachable",
+        ) from None
+    controller = gw.gate.controller
+    return OrjsonResponse(
+        {
+            "model": gw.settings.model_name,
+            "coordinator": {
+                "address": gw.client.address,
+                "ready": st.ready,
+                "model": st.model,
+                "max_model_len": st.max_model_len,
+                "num_layers": st.num_layers,
+                "num_total_blocks": st.num_total_blocks,
+                "num_free_blocks": st.num_free_blocks,
+                "num_running": st.num_running,
+                "num_waiting": st.num_waiting,
+                "max_batches_in_flight": st.max_batches_in_flight,
+                "detail": st.detail,
+            },
+            "stages": [msgspec.structs.asdict(stage) for stage in st.stages],
+            "gateway": {"running": controller.running, "queued": controller.queued},
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_gateway(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    return OrjsonResponse(request.app.state.openapi)
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/status", status, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+
+def create_app(settings: GatewaySettings, *, tokenizer: Tokenizer | None = None) -> Starlette:
+    """The gateway app. Pass `tokenizer` to share one across apps (it is then not closed)."""
+    gateway_metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tok = tokenizer or await asyncio.to_thread(
+            Tokenizer, settings.model, settings.tokenizer_threads
+        )
+        client = CoordinatorClient(
+            settings.coordinator,
+            settings,
+            status_interval_s=settings.status_interval_s,
+            status_timeout_s=settings.status_timeout_s,
+            coordinator_timeout_s=settings.coordinator_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+        )
+        limits = AdmissionLimits(
+            max_running=settings.max_running_requests,
+            max_queued=settings.max_queued_requests,
+            max_queued_tokens=settings.max_queued_prompt_tokens,
+            max_per_key=settings.max_concurrency_per_key,
+        )
+        gate = AdmissionGate(limits, settings.retry_after_s)
+        gateway_metrics.in_flight.set_function(lambda: gate.controller.running)
+        gateway_metrics.queued.set_function(lambda: gate.controller.queued)
+        gateway_metrics.coordinator_ready.set_function(
+            lambda: 1.0 if client.ready_status() is not None else 0.0
+        )
+        await client.start()
+        app.state.gateway = Gateway(settings, tok, client, gate, gateway_metrics)
+        app.state.started = int(time.time())
+        app.state.openapi = openapi_document()
+        try:
+            yield
+        finally:
+            await client.close()
+            if tokenizer is None:
+                tok.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(
+                MetricsMiddleware,
+                metrics=gateway_metrics,
+                routes=frozenset(r.path for r in ROUTES),
+            )
+        ],
+        exception_handlers={
+            APIError: api_error_handler,
+            HTTPException: http_error_handler,
+            Exception: server_error_handler,
+        },
+    )

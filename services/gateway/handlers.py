@@ -1,0 +1,219 @@
+"""The life of a generation request: auth, body, validation, admission, tokens, answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared import wire
+from services.gateway import shapes
+from services.gateway.admission_gate import AdmissionGate, estimate_tokens
+from services.gateway.auth import authenticate
+from services.gateway.coordinator_client import CoordinatorClient
+from services.gateway.disconnect import ClientGone, run_until_disconnect
+from services.gateway.errors import APIError, bad_request, unavailable
+from services.gateway.generation import Generation, PromptPlan, new_request_id
+from services.gateway.metrics import GatewayMetrics, RequestTimer
+from services.gateway.orjson_response import OrjsonResponse
+from services.gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_request,
+    require_model,
+)
+from services.gateway.settings import GatewaySettings
+from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
+from services.gateway.tokenization import TemplateError, Tokenizer
+
+# Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Gateway:
+    """What handlers share: created by the app's lifespan, used on the event loop only."""
+
+    settings: GatewaySettings
+    tokenizer: Tokenizer
+    client: CoordinatorClient
+    gate: AdmissionGate
+    metrics: GatewayMetrics
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it exceeds `limit` bytes."""
+    too_large = APIError(
+        413,
+        f"request body exceeds {limit} bytes (LAYERBUS_MAX_BODY_BYTES)",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def sampling_spec(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> wire.SamplingSpec:
+    """The coordinator's view of the request's sampling parameters."""
+    min_tokens = req.min_tokens or 0
+    if min_tokens > max_tokens:
+        raise bad_request(f"min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})", "min_tokens")
+    return wire.SamplingSpec(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=0 if req.top_k in (None, -1) else int(req.top_k),
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        logprobs=req.num_top_logprobs(),
+        ignore_eos=bool(req.ignore_eos),
+        min_tokens=min_tokens,
+        stop_token_ids=list(req.stop_token_ids or []),
+    )
+
+
+def output_budget(
+    prompt_len: int, req: ChatCompletionRequest | CompletionRequest, max_model_len: int
+) -> int:
+    """max_tokens for one prompt: the client's cap, or what remains of the context."""
+    prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+    requested = req.requested_max_tokens()
+    if prompt_len >= max_model_len or (
+        requested is not None and prompt_len + requested > max_model_len
+    ):
+        wanted = f"{prompt_len + requested} tokens ({prompt_len} in the prompt, " \
+            f"{requested} for the completion)" if requested else f"{prompt_len} prompt tokens"
+        param = prompt_param
+        if requested is not None and prompt_len < max_model_len:
+            uses_mct = isinstance(req, ChatCompletionRequest) and req.max_completion_tokens
+            param = "max_completion_tokens" if uses_mct else "max_tokens"
+        raise bad_request(
+            f"This model's maximum context length is {max_model_len} tokens; the request "
+            f"needs {wanted}. Shorten the prompt or lower max_tokens.",
+            param=param,
+            code="context_length_exceeded",
+        )
+    return requested if requested is not None else max_model_len - prompt_len
+
+
+async def tokenize(gw: Gateway, req: ChatCompletionRequest | CompletionRequest) -> list[list[int]]:
+    """Token ids of each prompt; templating and encoding run in the tokenizer's threads."""
+    if isinstance(req, ChatCompletionRequest):
+        try:
+            ids = await gw.tokenizer.encode_chat(req.template_messages(), req.add_generation_prompt)
+        except TemplateError as err:
+            raise bad_request(str(err), param="messages") from None
+        prompts = [ids]
+    else:
+        prompts = []
+        for prompt in req.prompts():
+            if isinstance(prompt, str):
+                prompts.append(await gw.tokenizer.encode_text(prompt))
+            elif any(not 0 <= t < gw.tokenizer.vocab_size for t in prompt):
+                raise bad_request(
+                    f"prompt token ids must be in [0, {gw.tokenizer.vocab_size})", "prompt"
+                )
+            else:
+                prompts.append(prompt)
+    if any(not ids for ids in prompts):
+        param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+        raise bad_request("the prompt is empty after tokenization", param=param)
+    return prompts
+
+
+async def collect(gen: Generation, timer: RequestTimer) -> None:
+    """Run a non-streaming generation to the end; 503 if a sequence fails."""
+    async for delta in gen.deltas():
+        timer.tokens(delta.num_new_tokens)
+        if delta.error is not None:
+            raise APIError(503, delta.error, code="generation_failed")
+    timer.finished()
+
+
+async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Response:
+    """POST /v1/chat/completions and /v1/completions."""
+    settings = gw.settings
+    key = authenticate(request.headers, settings.api_keys)
+    body = await read_body(request, settings.max_body_bytes)
+    req = parse_request(body, ChatCompletionRequest if chat else CompletionRequest)
+    require_model(req.model, settings.model_name)
+    n = req.n or 1
+    if n > settings.max_n:
+        raise bad_request(f"n must be at most {settings.max_n} (LAYERBUS_MAX_N)", param="n")
+    status = gw.client.ready_status()
+    if status is None:
+        raise unavailable(
+            "the coordinator is not ready; see GET /health",
+            retry_after_s=settings.retry_after_s,
+            code="coordinator_not_ready",
+        )
+    try:
+        ticket = await run_until_disconnect(
+            request.receive, gw.gate.acquire(key, estimate_tokens(len(body)))
+        )
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    gen: Generation | None = None
+    handed_over = False
+    try:
+        prompts = await run_until_disconnect(request.receive, tokenize(gw, req))
+        plans = [
+            PromptPlan(ids, sampling_spec(req, output_budget(len(ids), req, status.max_model_len)))
+            for ids in prompts
+        ]
+        top_logprobs = req.num_top_logprobs()
+        gen = Generation(
+            gw.client,
+            gw.tokenizer,
+            new_request_id("chatcmpl" if chat else "cmpl"),
+            plans,
+            n,
+            req.stop_strings(),
+            top_logprobs,
+        )
+        gw.metrics.prompt_tokens.inc(gen.prompt_tokens)
+        meta = shapes.ResponseMeta(gen.request_id, int(time.time()), settings.model_name)
+        timer = RequestTimer(gw.metrics)
+        gen.start()
+        if req.stream:
+            plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage())
+            events = sse_events(gen, plan, timer, _count_error(gw.metrics))
+            running = gen
+
+            def on_close() -> None:
+                running.close()
+                gw.gate.release(ticket)
+
+            handed_over = True
+            return SSEResponse(events, on_close)
+        await run_until_disconnect(request.receive, collect(gen, timer))
+        use = shapes.usage(gen.prompt_tokens, gen.completion_tokens)
+        build = shapes.chat_completion if chat else shapes.text_completion
+        return OrjsonResponse(build(meta, gen.sequences, top_logprobs is not None, use))
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    finally:
+        if not handed_over:
+            if gen is not None:
+                gen.close()
+            gw.gate.release(ticket)
+
+
+def _count_error(metrics: GatewayMetrics):  # type: ignore[no-untyped-def]
+    def on_error(status: int) -> None:
+        metrics.errors.labels(status=str(status)).inc()
+
+    return on_error

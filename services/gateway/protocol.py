@@ -1,0 +1,204 @@
+"""OpenAI request bodies: pydantic models, range checks and errors naming the parameter."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.gateway.errors import APIError, bad_request
+
+MAX_LOGPROBS = 20
+
+
+class _Lenient(BaseModel):
+    """Base for request models: unknown fields are ignored, as OpenAI clients expect."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Lenient):
+    """`stream_options` of a streaming request."""
+
+    include_usage: bool | None = False
+
+
+class TextPart(_Lenient):
+    """One part of a multi-part message content; only text parts are supported."""
+
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    """One chat message; extra keys (name, tool_calls, ...) go to the template untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[TextPart] | None = None
+
+
+class SamplingRequest(_Lenient):
+    """Fields shared by chat and completion requests."""
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    n: int | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    ignore_eos: bool | None = False
+    min_tokens: int | None = Field(None, ge=0)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def stop_strings(self) -> list[str]:
+        """`stop` as a list without empty strings."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
+
+    def include_usage(self) -> bool:
+        """Whether a streaming response ends with a usage chunk."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def requested_max_tokens(self) -> int | None:
+        """The client's output-length cap, if any."""
+        return self.max_tokens
+
+    def num_top_logprobs(self) -> int | None:
+        """Top candidates per token to report; None when logprobs are off."""
+        return None
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """Body of POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    add_generation_prompt: bool = True
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def num_top_logprobs(self) -> int | None:
+        if not self.logprobs:
+            return None
+        return self.top_logprobs or 0
+
+    def check(self) -> None:
+        """Cross-field rules pydantic constraints cannot express."""
+        if self.top_logprobs and not self.logprobs:
+            raise bad_request("top_logprobs requires logprobs=true", param="top_logprobs")
+        for i, message in enumerate(self.messages):
+            if isinstance(message.content, list):
+                for j, part in enumerate(message.content):
+                    if part.type != "text" or part.text is None:
+                        raise bad_request(
+                            f"content part type {part.type!r} is not supported; "
+                            "only text parts are",
+                            param=f"messages[{i}].content[{j}].type",
+                        )
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """Messages as plain dicts for the chat template, multi-part text joined."""
+        out: list[dict[str, Any]] = []
+        for message in self.messages:
+            data = message.model_dump(exclude_none=True)
+            if isinstance(message.content, list):
+                data["content"] = "\n".join(p.text or "" for p in message.content)
+            elif message.content is None:
+                data["content"] = ""
+            out.append(data)
+        return out
+
+
+PromptInput = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingRequest):
+    """Body of POST /v1/completions."""
+
+    prompt: PromptInput
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    echo: bool | None = False
+
+    def num_top_logprobs(self) -> int | None:
+        return self.logprobs
+
+    def check(self) -> None:
+        """Cross-field rules pydantic constraints cannot express."""
+        if self.echo:
+            raise bad_request("echo is not supported", param="echo")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise bad_request("prompt must not be empty", param="prompt")
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt(s) as a list: each a text or a list of token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [[int(p) for p in prompt]]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "is-instance"}
+
+
+def _param_path(loc: tuple[int | str, ...]) -> str | None:
+    """('messages', 0, 'content', 'str') -> 'messages[0].content' (union tags dropped)."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and part not in _TYPE_TAGS:
+            path += f".{part}" if path else part
+    return path or None
+
+
+Req = TypeVar("Req", ChatCompletionRequest, CompletionRequest)
+
+
+def parse_request(body: bytes, model: type[Req]) -> Req:
+    """Decode and validate a JSON body, raising 400 APIErrors that name the parameter."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise bad_request(f"request body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    try:
+        request = model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        param = _param_path(tuple(first["loc"]))
+        where = f"{param}: " if param else ""
+        raise bad_request(f"{where}{first['msg']}", param=param) from None
+    request.check()
+    return request
+
+
+def require_model(requested: str | None, served: str) -> None:
+    """404 model_not_found unless the client asked for our model (or none)."""
+    if requested is not None and requested != served:
+        raise APIError(
+            404,
+            f"model {requested!r} does not exist; this server serves {served!r}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+Endpoint = Literal["chat", "completions"]

@@ -1,0 +1,136 @@
+"""One output sequence: token ids in, text deltas, logprobs and finish reason out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared import wire
+from services.gateway.detokenizer import IncrementalDetokenizer
+from services.gateway.stop_strings import StopStringMatcher
+
+# JSON has no -inf; vLLM reports impossible tokens with this value too.
+MIN_LOGPROB = -9999.0
+
+
+class TokenTexts(Protocol):
+    """What a sequence needs from the tokenizer."""
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+    def token_text(self, token_id: int) -> str: ...
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A token with its log-probability, as shown to clients."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True)
+class LogprobEntry:
+    """Log-probability of one sampled token, its top candidates and its text offset."""
+
+    sampled: Candidate
+    top: list[Candidate]
+    text_offset: int
+
+
+@dataclass
+class SeqDelta:
+    """What changed in one sequence after one coordinator output."""
+
+    index: int
+    text: str
+    num_new_tokens: int
+    logprobs: list[LogprobEntry] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+class SequenceState:
+    """Detokenizes, applies stop strings and tracks logprobs for one sequence; owned by
+    its HTTP request's task on the event loop."""
+
+    def __init__(
+        self,
+        index: int,
+        request_id: str,
+        tokens: TokenTexts,
+        prompt_token_ids: Sequence[int],
+        stops: Sequence[str],
+        top_logprobs: int | None,
+    ) -> None:
+        self.index = index
+        self.request_id = request_id
+        self._tokens = tokens
+        self._detok = IncrementalDetokenizer(tokens.decode, prompt_token_ids)
+        self._stops = StopStringMatcher(stops)
+        self._top_logprobs = top_logprobs
+        self._pending: list[LogprobEntry] = []
+        self.num_tokens = 0
+        self.logprobs: list[LogprobEntry] = []
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+
+    @property
+    def text(self) -> str:
+        """All text so far (stop string excluded)."""
+        return self._stops.text
+
+    @property
+    def finished(self) -> bool:
+        """The sequence has a finish reason or an error."""
+        return self.finish_reason is not None or self.error is not None
+
+    @property
+    def stopped_by_string(self) -> bool:
+        """A stop string ended the sequence (the coordinator does not know yet)."""
+        return self._stops.stopped
+
+    def process(self, out: wire.RequestOutput) -> SeqDelta:
+        """Apply one coordinator output and return the client-visible change."""
+        if self.finished:
+            return SeqDelta(self.index, "", 0)
+        self.num_tokens += len(out.token_ids)
+        new_entries = self._entries(out, len(self._stops.text))
+        final = out.finish_reason is not None
+        raw = self._detok.push(out.token_ids)
+        if final:
+            raw += self._detok.flush()
+        text = self._stops.push(raw, final=final)
+        if self._stops.stopped:
+            self.finish_reason = "stop"
+        elif out.finish_reason in ("stop", "length"):
+            self.finish_reason = out.finish_reason
+        elif out.finish_reason == "abort":
+            self.error = out.error or "the coordinator aborted the request"
+        elif out.finish_reason is not None:
+            self.error = out.error or f"generation failed ({out.finish_reason})"
+        self._pending.extend(new_entries)
+        entries: list[LogprobEntry] = []
+        if text or self.finished:
+            entries, self._pending = self._pending, []
+            self.logprobs.extend(entries)
+        return SeqDelta(
+            self.index, text, len(out.token_ids), entries, self.finish_reason, self.error
+        )
+
+    def _entries(self, out: wire.RequestOutput, offset: int) -> list[LogprobEntry]:
+        if self._top_logprobs is None or not out.logprobs:
+            return []
+        entries = []
+        for lp in out.logprobs:
+            sampled = self._candidate(lp.token_id, lp.logprob)
+            top = [self._candidate(t.token_id, t.logprob) for t in lp.top[: self._top_logprobs]]
+            entries.append(LogprobEntry(sampled, top, offset))
+            offset += len(self._tokens.token_bytes(lp.token_id).decode("utf-8", "ignore"))
+        return entries
+
+    def _candidate(self, token_id: int, logprob: float) -> Candidate:
+        raw = self._tokens.token_bytes(token_id)
+        return Candidate(self._tokens.token_text(token_id), max(logprob, MIN_LOGPROB), list(raw))

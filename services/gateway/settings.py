@@ -1,0 +1,108 @@
+"""Gateway settings: LAYERBUS_* environment variables, keyword overrides or CLI flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.default_model import default_model_path
+from shared.settings import TransportSettings
+
+
+class GatewaySettings(TransportSettings):
+    """Configuration of one gateway process; built once at start-up, then read-only."""
+
+    # hide_input_in_errors: a validation error must not echo API keys into logs.
+    model_config = SettingsConfigDict(
+        env_prefix="LAYERBUS_", extra="ignore", hide_input_in_errors=True
+    )
+
+    host: str = Field("127.0.0.1", description="HTTP listen address")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP listen port (0 = any free port)")
+    coordinator: str = Field(
+        "tcp://127.0.0.1:5555", description="ZeroMQ address of the coordinator's ROUTER"
+    )
+    model: str = Field(
+        default_factory=lambda: str(default_model_path()),
+        description="HF model folder; the gateway loads its tokenizer and chat template",
+    )
+    served_model_name: str | None = Field(
+        None, description="model name clients send and see (default: the model folder name)"
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="accepted API keys, comma-separated in the environment; empty = no auth",
+    )
+    max_body_bytes: int = Field(4 << 20, gt=0, description="largest accepted request body")
+    max_running_requests: int = Field(
+        256, gt=0, description="requests in flight to the coordinator at once"
+    )
+    max_queued_requests: int = Field(
+        1024, ge=0, description="requests waiting in the gateway for a running slot"
+    )
+    max_queued_prompt_tokens: int = Field(
+        2_000_000, ge=0, description="estimated prompt tokens waiting in the gateway queue"
+    )
+    max_concurrency_per_key: int = Field(
+        0, ge=0, description="running + queued requests per API key (0 = unlimited)"
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds on 429/503")
+    max_n: int = Field(16, gt=0, description="largest accepted `n` (choices per request)")
+    status_interval_s: float = Field(
+        1.0, gt=0, description="seconds between coordinator status polls"
+    )
+    status_timeout_s: float = Field(
+        2.0, gt=0, description="seconds to wait for one status reply"
+    )
+    coordinator_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="coordinator silent this long: /health is 503 and in-flight requests fail",
+    )
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="a request with no new output for this long fails"
+    )
+    tokenizer_threads: int = Field(2, gt=0, description="threads for templating/tokenizing")
+    log_level: str = Field("info", description="uvicorn log level")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_model_folder(self) -> GatewaySettings:
+        if not Path(self.model).is_dir():
+            raise ValueError(
+                f"model folder {self.model!r} does not exist; set LAYERBUS_MODEL or --model "
+                "to a Hugging Face model folder"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use in `model`."""
+        return self.served_model_name or Path(self.model).name
+
+
+def build_settings(argv: Sequence[str] | None = None, **overrides: Any) -> GatewaySettings:
+    """Settings from CLI flags (e.g. ["--port", "8001", "--api-keys", "a,b"]), env and overrides.
+
+    Precedence: flags, then keyword overrides, then LAYERBUS_* variables, then defaults.
+    """
+    if argv is None:
+        return GatewaySettings(**overrides)
+    return GatewaySettings(
+        _cli_parse_args=list(argv),
+        _cli_prog_name="layerbus gateway",
+        _cli_kebab_case=True,
+        _cli_implicit_flags=True,
+        _cli_exit_on_error=False,
+        **overrides,
+    )

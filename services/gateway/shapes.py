@@ -1,0 +1,160 @@
+"""OpenAI response shapes for chat and text completions, whole and streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.gateway.sequence import Candidate, LogprobEntry, SeqDelta, SequenceState
+
+
+@dataclass(frozen=True)
+class ResponseMeta:
+    """Fields every response of one request repeats."""
+
+    id: str
+    created: int
+    model: str
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The `usage` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+# ------------------------------------------------------------------ logprobs
+
+
+def _chat_candidate(c: Candidate) -> dict[str, Any]:
+    return {"token": c.token, "logprob": c.logprob, "bytes": c.bytes}
+
+
+def chat_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
+    """`choices[].logprobs` of a chat completion."""
+    return {
+        "content": [
+            {**_chat_candidate(e.sampled), "top_logprobs": [_chat_candidate(c) for c in e.top]}
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
+    """`choices[].logprobs` of a text completion (the legacy column layout)."""
+    top: list[dict[str, float]] = []
+    for e in entries:
+        candidates = e.top or [e.sampled]
+        top.append({c.token: c.logprob for c in candidates})
+    return {
+        "tokens": [e.sampled.token for e in entries],
+        "token_logprobs": [e.sampled.logprob for e in entries],
+        "top_logprobs": top,
+        "text_offset": [e.text_offset for e in entries],
+    }
+
+
+# ------------------------------------------------------------------ whole responses
+
+
+def chat_completion(
+    meta: ResponseMeta, sequences: Sequence[SequenceState], logprobs: bool, use: dict[str, int]
+) -> dict[str, Any]:
+    """A non-streaming chat.completion."""
+    return {
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [
+            {
+                "index": seq.index,
+                "message": {"role": "assistant", "content": seq.text, "refusal": None},
+                "logprobs": chat_logprobs(seq.logprobs) if logprobs else None,
+                "finish_reason": seq.finish_reason,
+            }
+            for seq in sequences
+        ],
+        "usage": use,
+        "system_fingerprint": None,
+    }
+
+
+def text_completion(
+    meta: ResponseMeta, sequences: Sequence[SequenceState], logprobs: bool, use: dict[str, int]
+) -> dict[str, Any]:
+    """A non-streaming text_completion."""
+    return {
+        "id": meta.id,
+        "object": "text_completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [
+            {
+                "index": seq.index,
+                "text": seq.text,
+                "logprobs": completion_logprobs(seq.logprobs) if logprobs else None,
+                "finish_reason": seq.finish_reason,
+            }
+            for seq in sequences
+        ],
+        "usage": use,
+        "system_fingerprint": None,
+    }
+
+
+# ------------------------------------------------------------------ stream chunks
+
+
+def _chunk(meta: ResponseMeta, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": meta.id,
+        "object": obj,
+        "created": meta.created,
+        "model": meta.model,
+        "choices": choices,
+        "system_fingerprint": None,
+    }
+
+
+def chat_role_chunk(meta: ResponseMeta, index: int) -> dict[str, Any]:
+    """First chunk of each chat choice: the assistant role."""
+    choice = {
+        "index": index,
+        "delta": {"role": "assistant", "content": ""},
+        "logprobs": None,
+        "finish_reason": None,
+    }
+    return _chunk(meta, "chat.completion.chunk", [choice])
+
+
+def chat_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) -> dict[str, Any]:
+    """A chat.completion.chunk for one sequence delta."""
+    choice = {
+        "index": delta.index,
+        "delta": {"content": delta.text} if delta.text else {},
+        "logprobs": chat_logprobs(delta.logprobs) if logprobs and delta.logprobs else None,
+        "finish_reason": delta.finish_reason,
+    }
+    return _chunk(meta, "chat.completion.chunk", [choice])
+
+
+def completion_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) -> dict[str, Any]:
+    """A text_completion chunk for one sequence delta."""
+    choice = {
+        "index": delta.index,
+        "text": delta.text,
+        "logprobs": completion_logprobs(delta.logprobs) if logprobs and delta.logprobs else None,
+        "finish_reason": delta.finish_reason,
+    }
+    return _chunk(meta, "text_completion", [choice])
+
+
+def usage_chunk(meta: ResponseMeta, obj: str, use: dict[str, int]) -> dict[str, Any]:
+    """The last chunk when stream_options.include_usage is set: no choices, only usage."""
+    return {**_chunk(meta, obj, []), "usage": use}

@@ -1,0 +1,57 @@
+"""Stop strings: find them in generated text, truncate there, hold back partial matches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StopStringMatcher:
+    """Tracks one sequence's text and releases only text that cannot start a stop string.
+
+    Owned by the request's task on the event loop. The stop string itself is
+    never part of the output (OpenAI semantics).
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self.text = ""
+        self._emitted = 0
+        self.stopped = False
+
+    def push(self, delta: str, final: bool = False) -> str:
+        """Append generated text; return what may be sent now.
+
+        After a stop string is found, `stopped` is True, `text` ends right
+        before it, and later calls return "".
+        """
+        if self.stopped:
+            return ""
+        search_from = max(0, len(self.text) - self._longest + 1)
+        self.text += delta
+        hit = self._earliest_stop(search_from)
+        if hit is not None:
+            self.text = self.text[:hit]
+            self.stopped = True
+            return self._release(len(self.text))
+        if final:
+            return self._release(len(self.text))
+        return self._release(len(self.text) - self._partial_match_length())
+
+    def _earliest_stop(self, search_from: int) -> int | None:
+        hits = [i for s in self._stops if (i := self.text.find(s, search_from)) >= 0]
+        return min(hits) if hits else None
+
+    def _partial_match_length(self) -> int:
+        """Length of the longest tail of text that is a proper prefix of a stop string."""
+        for k in range(min(self._longest - 1, len(self.text) - self._emitted), 0, -1):
+            tail = self.text[-k:]
+            if any(s.startswith(tail) for s in self._stops):
+                return k
+        return 0
+
+    def _release(self, end: int) -> str:
+        end = max(end, self._emitted)
+        out = self.text[self._emitted : end]
+        self._emitted = end
+        return out

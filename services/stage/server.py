@@ -1,0 +1,241 @@
+"""The stage process: registers with the coordinator, then runs steps from the chain.
+
+One thread owns every socket: the activation ROUTER (steps arrive here), the
+DEALER to the next stage, and the control DEALER to the coordinator (register,
+heartbeats and, on the last stage, step results).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import zmq
+
+from services.stage.layers import local_partition, parse_layers
+from services.stage.settings import StageSettings
+from services.stage.worker import StageWorker
+from shared import codec, wire
+from shared.engine_settings import EngineSettings, build_vllm_config
+from shared.kv_codec import decode_kv, encode_kv
+from shared.settings import TransportSettings
+from shared.sockets import make_socket
+from shared.step_codec import result_from_runner_output, scheduler_output_from_plan
+from shared.tensor_frames import frames_to_tensors, tensors_to_frames
+
+log = logging.getLogger("layerbus.stage")
+
+REGISTER_RETRY_S = 3.0
+
+
+def _num_layers(model: str) -> int:
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(model) / "config.json").read_text())
+    text_config = config.get("text_config", config)
+    return int(text_config["num_hidden_layers"])
+
+
+class StageServer:
+    """Runs one layer slice; all methods run on the stage's main thread."""
+
+    def __init__(
+        self, stage: StageSettings, engine: EngineSettings, transport: TransportSettings
+    ) -> None:
+        self.stage = stage
+        self.engine = engine
+        self.transport = transport
+        model = engine.resolved_model()
+        self.num_layers = _num_layers(model)
+        self.start, self.end = parse_layers(stage.layers, self.num_layers)
+        self.name = stage.name or f"stage-{self.start}-{self.end}"
+        part = local_partition(self.start, self.end, self.num_layers)
+        log.info("%s: loading layers [%d, %d) of %s", self.name, self.start, self.end, model)
+        started = time.monotonic()
+        config = build_vllm_config(
+            engine, pipeline_size=1, kv_cache_bytes=int(stage.kv_cache_gb * (1 << 30))
+        )
+        self.worker = StageWorker(config, part, stage.threads)
+        log.info("%s: layers loaded in %.1f s", self.name, time.monotonic() - started)
+        self.ctx = zmq.Context()
+        self.data = make_socket(self.ctx, zmq.ROUTER, transport)
+        self.data.bind(stage.bind)
+        bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.address = stage.advertise or bound
+        self.control = make_socket(
+            self.ctx, zmq.DEALER, transport, identity=self.name.encode()
+        )
+        self.control.connect(stage.coordinator)
+        self.next: zmq.Socket | None = None  # type: ignore[type-arg]
+        self.configured = False
+        self.heartbeat_seq = 0
+        self.last_heard = time.monotonic()
+        self.pending_sends: list[zmq.MessageTracker] = []
+        self.max_elements = transport.max_message_bytes
+
+    # ------------------------------------------------------------ lifecycle
+
+    def register_message(self) -> wire.Register:
+        return wire.Register(
+            name=self.name,
+            layer_start=self.start,
+            layer_end=self.end,
+            num_layers=self.num_layers,
+            data_address=self.address,
+            kv_cache_specs=encode_kv(self.worker.kv_cache_spec()),
+            available_kv_bytes=self.worker.available_kv_bytes(),
+            kv_cache_layouts=self.worker.kv_cache_layouts(),
+            engine_fingerprint=self.engine.fingerprint(),
+            pid=os.getpid(),
+        )
+
+    def serve_forever(self) -> None:
+        register = self.register_message()
+        log.info(
+            "%s: activations on %s; registering with %s",
+            self.name,
+            self.address,
+            self.stage.coordinator,
+        )
+        last_register = 0.0
+        last_beat = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self.data, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        interval = self.transport.heartbeat_interval_s
+        while True:
+            now = time.monotonic()
+            if not self.configured and now - last_register > REGISTER_RETRY_S:
+                self.control.send_multipart(codec.encode(register))
+                last_register = now
+            if self.configured and now - last_beat >= interval:
+                self.heartbeat_seq += 1
+                self.control.send_multipart(
+                    codec.encode(wire.Heartbeat(name=self.name, seq=self.heartbeat_seq))
+                )
+                last_beat = now
+            if (
+                self.configured
+                and now - self.last_heard > interval * self.transport.heartbeat_misses
+            ):
+                log.warning("%s: coordinator silent; registering again", self.name)
+                self.configured = False
+            events = dict(poller.poll(timeout=int(interval * 1000)))
+            if self.control in events:
+                if self._on_control(self.control.recv_multipart(copy=False)):
+                    return
+            if self.data in events:
+                self._on_data(self.data.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        for sock in (self.data, self.control, self.next):
+            if sock is not None:
+                sock.close()
+        self.ctx.term()
+
+    # ------------------------------------------------------------ control
+
+    def _on_control(self, frames: list[Any]) -> bool:
+        """Handle one control message; True means shut down."""
+        try:
+            msg = codec.decode(frames)
+        except wire.WireError as err:
+            log.warning("%s: dropped control message: %s", self.name, err)
+            return False
+        self.last_heard = time.monotonic()
+        if isinstance(msg, wire.Configure):
+            self._configure(msg)
+        elif isinstance(msg, wire.Shutdown):
+            log.info("%s: shutdown requested: %s", self.name, msg.reason)
+            return True
+        return False
+
+    def _configure(self, msg: wire.Configure) -> None:
+        error = ""
+        num_blocks = 0
+        try:
+            config = decode_kv(msg.kv_cache_config)
+            if not self.configured:
+                self.worker.configure(config, msg.kv_cache_layout)
+            num_blocks = int(config.num_blocks)
+            if self.next is not None:
+                self.next.close()
+                self.next = None
+            if msg.next_address:
+                self.next = make_socket(self.ctx, zmq.DEALER, self.transport)
+                self.next.connect(msg.next_address)
+            self.configured = True
+            log.info(
+                "%s: stage %d of %d, %d KV blocks, next hop %s",
+                self.name,
+                msg.stage_index + 1,
+                msg.num_stages,
+                num_blocks,
+                msg.next_address or "coordinator",
+            )
+        except Exception as err:  # reported to the coordinator, which stops start-up
+            log.exception("%s: configure failed", self.name)
+            error = f"{type(err).__name__}: {err}"
+        reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
+        self.control.send_multipart(codec.encode(reply))
+
+    # ------------------------------------------------------------ data
+
+    def _on_data(self, frames: list[Any]) -> None:
+        # frames[0] is the ROUTER identity of the upstream hop.
+        try:
+            header = codec.decode(frames[1:3])
+            if not isinstance(header, wire.Step):
+                raise wire.WireError(f"expected Step, got {type(header).__name__}")
+            tensors = frames_to_tensors(header.tensors, frames[3:], self.max_elements)
+        except wire.WireError as err:
+            log.warning("%s: dropped activation message: %s", self.name, err)
+            return
+        if not self.configured:
+            log.warning("%s: step %d before configure; dropped", self.name, header.step_id)
+            return
+        for tracker in self.pending_sends:
+            tracker.wait()
+        self.pending_sends.clear()
+        try:
+            scheduler_output = scheduler_output_from_plan(header.plan)
+            out_tensors, runner_output = self.worker.run(
+                scheduler_output, tensors or None
+            )
+        except Exception as err:  # the coordinator fails this step's requests
+            log.exception("%s: step %d failed", self.name, header.step_id)
+            failed = wire.StepResult(
+                step_id=header.step_id,
+                req_ids=[],
+                sampled_token_ids=[],
+                error=f"{self.name}: {type(err).__name__}: {err}",
+            )
+            self.control.send_multipart(codec.encode(failed))
+            return
+        if self.worker.is_last:
+            result = result_from_runner_output(header.step_id, runner_output)
+            self.control.send_multipart(codec.encode(result))
+            return
+        if self.next is None:
+            log.error("%s: not the last stage but has no next hop", self.name)
+            return
+        # Steps with no scheduled tokens still travel on: later stages must
+        # see their finished/preempted requests.
+        metas, buffers = tensors_to_frames(out_tensors or {})
+        step = wire.Step(step_id=header.step_id, plan=header.plan, tensors=metas)
+        tracker = self.next.send_multipart(
+            [*codec.encode(step), *buffers], copy=False, track=True
+        )
+        self.pending_sends.append(tracker)
+
+
+def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:
+    """Entry point of `layerbus stage`."""
+    server = StageServer(stage, engine, transport)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()

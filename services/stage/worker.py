@@ -1,0 +1,131 @@
+"""A vLLM worker that holds only layers [start, end) of the model.
+
+vLLM's own pipeline-parallel machinery does the slicing: the worker's pipeline
+group is made to report the rank that owns [start, end) in a partition
+[0,start) [start,end) [end,L), so load_model() builds PPMissingLayer for every
+other layer and never reads their weights. No torch.distributed group spans
+stages: activations arrive and leave through ZeroMQ (services/stage/server.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import torch
+
+from services.stage.layers import LocalPartition
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _install_pipeline_rank(part: LocalPartition) -> None:
+    """Make vLLM's (single-process) PP group report rank part.rank of part.size."""
+    from vllm.distributed import parallel_state
+
+    pp = parallel_state.get_pp_group()
+    pp.world_size = part.size
+    pp.rank_in_group = part.rank
+    pp.ranks = [pp.rank - part.rank + k for k in range(part.size)]
+
+
+class StageWorker:
+    """Owns one vLLM worker for a layer slice; used only by the stage's main thread."""
+
+    def __init__(self, vllm_config: Any, part: LocalPartition, threads: int | None) -> None:
+        from vllm.config import set_current_vllm_config
+
+        os.environ["VLLM_PP_LAYER_PARTITION"] = part.env_value
+        if threads:
+            torch.set_num_threads(threads)
+        self.part = part
+        self.vllm_config = vllm_config
+        from vllm.v1.worker.worker_base import WorkerWrapperBase
+
+        # vLLM's own wrapper picks the platform's worker class (CPU or GPU) and
+        # installs the platform's kernel overrides before any model code runs.
+        wrapper = WorkerWrapperBase(rpc_rank=0)
+        wrapper.init_worker(
+            [
+                {
+                    "vllm_config": vllm_config,
+                    "local_rank": 0,
+                    "rank": 0,
+                    "distributed_init_method": f"tcp://127.0.0.1:{_free_port()}",
+                    "is_driver_worker": True,
+                }
+            ]
+        )
+        self.worker: Any = wrapper.worker
+        self._config_ctx = set_current_vllm_config(vllm_config)
+        self._config_ctx.__enter__()
+        self.worker.init_device()
+        _install_pipeline_rank(part)
+        self.worker.load_model()
+
+    @property
+    def is_first(self) -> bool:
+        return self.part.rank == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.part.rank == self.part.size - 1
+
+    def parameter_names(self) -> list[str]:
+        """Names of the parameters this worker actually holds."""
+        model = self.worker.model_runner.get_model()
+        return [name for name, _ in model.named_parameters()]
+
+    def kv_cache_spec(self) -> dict[str, Any]:
+        return dict(self.worker.get_kv_cache_spec())
+
+    def available_kv_bytes(self) -> int:
+        return int(self.worker.determine_available_memory())
+
+    def kv_cache_layouts(self) -> list[str]:
+        return list(self.worker.get_supported_kv_cache_layouts())
+
+    def configure(self, kv_cache_config: Any, layout: str) -> None:
+        """Allocate the KV cache the coordinator sized and warm up."""
+        self.worker.set_kv_cache_layout(layout)
+        self.worker.initialize_from_config(kv_cache_config)
+        self.worker.compile_or_warm_up_model()
+        runner = self.worker.model_runner
+        if not self.is_first and getattr(runner, "intermediate_tensors", None) is None:
+            # vLLM allocates this receive buffer only in _dummy_run, which eager CPU
+            # start-up skips; without it a later stage asserts at its first step
+            # (the cause of vLLM's own CPU pipeline crash, docs/vllm-pp-crash.md).
+            runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+                batch_size=runner.max_num_tokens,
+                dtype=runner.model_config.dtype,
+                device=runner.device,
+            )
+
+    @torch.inference_mode()
+    def run(
+        self, scheduler_output: Any, tensors: dict[str, torch.Tensor] | None
+    ) -> tuple[dict[str, torch.Tensor] | None, Any]:
+        """One step: (activations for the next stage, None) or (None, ModelRunnerOutput)."""
+        from vllm.sequence import IntermediateTensors
+        from vllm.v1.outputs import ModelRunnerOutput
+
+        intermediate = None
+        if tensors is not None and not self.is_first:
+            intermediate = IntermediateTensors(tensors)
+        runner = self.worker.model_runner
+        output = runner.execute_model(scheduler_output, intermediate)
+        if isinstance(output, IntermediateTensors):
+            return output.tensors, None
+        if not self.is_last:
+            return None, None
+        if output is None:
+            output = runner.sample_tokens(None)
+        if not isinstance(output, ModelRunnerOutput):
+            # AsyncModelRunnerOutput only appears with async scheduling, which is off.
+            output = output.get_output()
+        return None, output

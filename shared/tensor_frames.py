@@ -1,0 +1,71 @@
+"""Tensors as raw zero-copy frames after a msgpack header.
+
+Sender: each tensor is made contiguous and viewed as uint8 (bf16 has no numpy
+dtype), then handed to pyzmq with copy=False. Receiver: frames received with
+copy=False become tensors through torch.frombuffer, without a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from shared.wire import TensorMeta, WireError
+
+_DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "int32": torch.int32,
+    "int64": torch.int64,
+}
+
+
+def tensors_to_frames(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[list[TensorMeta], list[Any]]:
+    """Metadata and buffer objects (kept alive by pyzmq until sent) for a tensor dict."""
+    metas: list[TensorMeta] = []
+    buffers: list[Any] = []
+    for name, tensor in tensors.items():
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise TypeError(f"tensor {name} has unsupported dtype {tensor.dtype}")
+        flat = tensor.detach().contiguous().cpu()
+        metas.append(TensorMeta(name=name, dtype=dtype, shape=list(flat.shape)))
+        buffers.append(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return metas, buffers
+
+
+def frames_to_tensors(
+    metas: Sequence[TensorMeta], frames: Sequence[Any], max_elements: int
+) -> dict[str, torch.Tensor]:
+    """Rebuild tensors from frames received with copy=False; WireError if inconsistent."""
+    if len(frames) != len(metas):
+        raise WireError(f"header lists {len(metas)} tensors, message has {len(frames)}")
+    out: dict[str, torch.Tensor] = {}
+    for meta, frame in zip(metas, frames, strict=True):
+        dtype = _DTYPES.get(meta.dtype)
+        if dtype is None:
+            raise WireError(f"tensor {meta.name}: unsupported dtype {meta.dtype!r}")
+        if any(d < 0 for d in meta.shape):
+            raise WireError(f"tensor {meta.name}: negative dimension in {meta.shape}")
+        numel = 1
+        for d in meta.shape:
+            numel *= d
+        if numel > max_elements:
+            raise WireError(f"tensor {meta.name}: {numel} elements exceeds the cap")
+        buffer = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+        expected = numel * torch.empty((), dtype=dtype).element_size()
+        if len(buffer) != expected:
+            raise WireError(
+                f"tensor {meta.name}: frame has {len(buffer)} bytes, shape needs {expected}"
+            )
+        if numel == 0:
+            out[meta.name] = torch.empty(meta.shape, dtype=dtype)
+            continue
+        raw = torch.frombuffer(buffer, dtype=torch.uint8)
+        out[meta.name] = raw.view(dtype).reshape(meta.shape)
+    return out
