@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from services.gateway.admission import AdmissionController, AdmissionLimits, Rejection, Ticket
+from services.gateway.admission import (
+    AdmissionController,
+    AdmissionLimits,
+    Rejection,
+    Ticket,
+    TicketState,
+)
 from services.gateway.errors import APIError
 
 # Before tokenizing we only know the body size; ~4 bytes per token is the usual
@@ -35,7 +41,7 @@ class AdmissionGate:
                 code=result.code,
                 headers={"Retry-After": str(self._retry_after_s)},
             )
-        if result.state.value == "running":
+        if result.state is TicketState.RUNNING:
             return result
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[result.id] = fut

@@ -19,7 +19,10 @@ from starlette.routing import Route
 from services.gateway.admission import AdmissionLimits
 from services.gateway.admission_gate import AdmissionGate
 from services.gateway.auth import authenticate
-from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
+from services.gateway.coordinator_client import (
+    CoordinatorClient,
+    CoordinatorUnavailable,
+)
 from services.gateway.errors import (
     APIError,
     api_error_handler,
@@ -143,8 +146,10 @@ def create_app(settings: GatewaySettings, *, tokenizer: Tokenizer | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tok = tokenizer or await asyncio.to_thread(
-            Tokenizer, settings.model, settings.tokenizer_threads
+        tok = (
+            tokenizer
+            if tokenizer is not None
+            else await asyncio.to_thread(Tokenizer, settings.model, settings.tokenizer_threads)
         )
         client = CoordinatorClient(
             settings.coordinator,

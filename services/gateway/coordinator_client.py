@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 import zmq
@@ -106,8 +107,9 @@ class CoordinatorClient:
     async def start(self) -> None:
         """Connect and start the reader and status-poller tasks."""
         self._ctx = zmq.asyncio.Context()
-        self._sock = make_socket(self._ctx, zmq.DEALER, self._transport, identity=self.identity)
-        self._sock.connect(self.address)
+        sock = make_socket(self._ctx, zmq.DEALER, self._transport, identity=self.identity)
+        sock.connect(self.address)
+        self._sock = cast(zmq.asyncio.Socket, sock)
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="coordinator-reader"),
             asyncio.create_task(self._poll_loop(), name="coordinator-status"),
@@ -158,9 +160,13 @@ class CoordinatorClient:
         if self._sock is None:
             raise CoordinatorUnavailable("coordinator client is not started")
         # NOBLOCK: a full or missing pipe must fail the request, never stall the loop.
-        fut = self._sock.send_multipart(codec.encode(msg), flags=zmq.NOBLOCK)
-        if fut.done() and fut.exception() is not None:
-            raise CoordinatorUnavailable(f"cannot send to the coordinator: {fut.exception()}")
+        fut = cast(
+            "asyncio.Future[object]",
+            self._sock.send_multipart(codec.encode(msg), flags=zmq.NOBLOCK),
+        )
+        error = fut.exception() if fut.done() else None
+        if error is not None:
+            raise CoordinatorUnavailable(f"cannot send to the coordinator: {error}")
 
     # ------------------------------------------------------------ status
 
@@ -239,6 +245,8 @@ class CoordinatorClient:
     def _fail_all(self, reason: str) -> None:
         for rid, stream in list(self._routes.items()):
             stream.queue.put_nowait(
-                wire.RequestOutput(request_id=rid, token_ids=[], finish_reason="error", error=reason)
+                wire.RequestOutput(
+                    request_id=rid, token_ids=[], finish_reason="error", error=reason
+                )
             )
             del self._routes[rid]

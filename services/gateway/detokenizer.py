@@ -15,9 +15,11 @@ REPLACEMENT = "\ufffd"
 # Tokens of prompt context decoded with the output: SentencePiece drops a
 # leading space when a token is decoded alone, so we need a left neighbour.
 PROMPT_CONTEXT_TOKENS = 5
-# A UTF-8 character spans at most 4 bytes; a tail still ending in U+FFFD after
-# this many held tokens is genuinely invalid output, so we let it through.
-MAX_HELD_TOKENS = 4
+# Held tokens normally complete a character within 4 tokens (UTF-8 is at most 4
+# bytes), but byte-level tokens can chain partial characters. A tail still
+# ending in U+FFFD after this many tokens is invalid output: let it through
+# rather than re-decoding an ever-growing window.
+MAX_HELD_TOKENS = 16
 
 DecodeFn = Callable[[Sequence[int]], str]
 
@@ -34,9 +36,11 @@ class IncrementalDetokenizer:
 
     def push(self, token_ids: Sequence[int]) -> str:
         """Add new tokens; return the text that is now complete (may be "")."""
-        if not token_ids:
-            return ""
-        self._ids.extend(token_ids)
+        # One token at a time, so a complete character is released as soon as it is.
+        return "".join(self._push_one(token_id) for token_id in token_ids)
+
+    def _push_one(self, token_id: int) -> str:
+        self._ids.append(token_id)
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self._ids[self._prefix_offset :])
         held = len(self._ids) - self._read_offset

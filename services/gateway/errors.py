@@ -69,7 +69,9 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
-def unavailable(message: str, retry_after_s: int | None = None, code: str | None = None) -> APIError:
+def unavailable(
+    message: str, retry_after_s: int | None = None, code: str | None = None
+) -> APIError:
     """503: the coordinator is not ready, unreachable, or the gateway queue is full."""
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return APIError(503, message, code=code, headers=headers)
@@ -77,18 +79,21 @@ def unavailable(message: str, retry_after_s: int | None = None, code: str | None
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette handler for APIError."""
-    assert isinstance(exc, APIError)
+    if not isinstance(exc, APIError):
+        raise exc
     return exc.response()
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette handler turning routing errors (404, 405, ...) into OpenAI-shaped errors."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):
+        raise exc
     if exc.status_code == 404:
         message, code = f"no route for {request.method} {request.url.path}", "not_found"
     elif exc.status_code == 405:
-        message, code = f"method {request.method} not allowed on {request.url.path}", (
-            "method_not_allowed"
+        message, code = (
+            f"method {request.method} not allowed on {request.url.path}",
+            ("method_not_allowed"),
         )
     else:
         message, code = str(exc.detail), None

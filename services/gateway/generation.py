@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import msgspec
 
-from shared import wire
 from services.gateway.coordinator_client import (
     CoordinatorClient,
     CoordinatorUnavailable,
@@ -16,6 +15,7 @@ from services.gateway.coordinator_client import (
 )
 from services.gateway.errors import unavailable
 from services.gateway.sequence import SeqDelta, SequenceState, TokenTexts
+from shared import wire
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared import wire
 from services.gateway import shapes
 from services.gateway.admission_gate import AdmissionGate, estimate_tokens
 from services.gateway.auth import authenticate
@@ -27,6 +27,7 @@ from services.gateway.protocol import (
 from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
 from services.gateway.tokenization import TemplateError, Tokenizer
+from shared import wire
 
 # Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
 CLIENT_CLOSED = 499
@@ -63,11 +64,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def sampling_spec(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> wire.SamplingSpec:
+def sampling_spec(
+    req: ChatCompletionRequest | CompletionRequest, max_tokens: int
+) -> wire.SamplingSpec:
     """The coordinator's view of the request's sampling parameters."""
     min_tokens = req.min_tokens or 0
     if min_tokens > max_tokens:
-        raise bad_request(f"min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})", "min_tokens")
+        raise bad_request(
+            f"min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})", "min_tokens"
+        )
     return wire.SamplingSpec(
         max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -94,8 +99,12 @@ def output_budget(
     if prompt_len >= max_model_len or (
         requested is not None and prompt_len + requested > max_model_len
     ):
-        wanted = f"{prompt_len + requested} tokens ({prompt_len} in the prompt, " \
-            f"{requested} for the completion)" if requested else f"{prompt_len} prompt tokens"
+        wanted = (
+            f"{prompt_len + requested} tokens ({prompt_len} in the prompt, "
+            f"{requested} for the completion)"
+            if requested
+            else f"{prompt_len} prompt tokens"
+        )
         param = prompt_param
         if requested is not None and prompt_len < max_model_len:
             uses_mct = isinstance(req, ChatCompletionRequest) and req.max_completion_tokens
@@ -148,8 +157,12 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
     settings = gw.settings
     key = authenticate(request.headers, settings.api_keys)
     body = await read_body(request, settings.max_body_bytes)
-    req = parse_request(body, ChatCompletionRequest if chat else CompletionRequest)
-    require_model(req.model, settings.model_name)
+    req: ChatCompletionRequest | CompletionRequest = (
+        parse_request(body, ChatCompletionRequest)
+        if chat
+        else parse_request(body, CompletionRequest)
+    )
+    require_model(req.model, settings.model_name, aliases=(settings.model,))
     n = req.n or 1
     if n > settings.max_n:
         raise bad_request(f"n must be at most {settings.max_n} (LAYERBUS_MAX_N)", param="n")
@@ -212,7 +225,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
             gw.gate.release(ticket)
 
 
-def _count_error(metrics: GatewayMetrics):  # type: ignore[no-untyped-def]
+def _count_error(metrics: GatewayMetrics) -> Callable[[int], None]:
     def on_error(status: int) -> None:
         metrics.errors.labels(status=str(status)).inc()
 

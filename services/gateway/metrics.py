@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,12 +28,16 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            f"{_PREFIX}_requests", "HTTP requests by route and status", ["route", "status"],
+            f"{_PREFIX}_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.errors = Counter(
-            f"{_PREFIX}_errors", "errors answered to clients (HTTP or in-stream) by status",
-            ["status"], registry=r,
+            f"{_PREFIX}_errors",
+            "errors answered to clients (HTTP or in-stream) by status",
+            ["status"],
+            registry=r,
         )
         self.prompt_tokens = Counter(f"{_PREFIX}_prompt_tokens", "prompt tokens", registry=r)
         self.generation_tokens = Counter(
@@ -40,12 +50,16 @@ class GatewayMetrics:
             f"{_PREFIX}_requests_queued", "requests waiting for admission", registry=r
         )
         self.ttft = Histogram(
-            f"{_PREFIX}_time_to_first_token_seconds", "arrival to first generated token",
-            buckets=_TTFT_BUCKETS, registry=r,
+            f"{_PREFIX}_time_to_first_token_seconds",
+            "arrival to first generated token",
+            buckets=_TTFT_BUCKETS,
+            registry=r,
         )
         self.e2e = Histogram(
-            f"{_PREFIX}_request_duration_seconds", "arrival to last token of generation",
-            buckets=_E2E_BUCKETS, registry=r,
+            f"{_PREFIX}_request_duration_seconds",
+            "arrival to last token of generation",
+            buckets=_E2E_BUCKETS,
+            registry=r,
         )
         self.coordinator_ready = Gauge(
             f"{_PREFIX}_coordinator_ready", "1 when the coordinator reports ready", registry=r

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -105,10 +106,11 @@ class ChatCompletionRequest(SamplingRequest):
             if isinstance(message.content, list):
                 for j, part in enumerate(message.content):
                     if part.type != "text" or part.text is None:
+                        param = f"messages[{i}].content[{j}].type"
                         raise bad_request(
-                            f"content part type {part.type!r} is not supported; "
+                            f"{param}: content part type {part.type!r} is not supported; "
                             "only text parts are",
-                            param=f"messages[{i}].content[{j}].type",
+                            param=param,
                         )
 
     def template_messages(self) -> list[dict[str, Any]]:
@@ -190,9 +192,13 @@ def parse_request(body: bytes, model: type[Req]) -> Req:
     return request
 
 
-def require_model(requested: str | None, served: str) -> None:
-    """404 model_not_found unless the client asked for our model (or none)."""
-    if requested is not None and requested != served:
+def require_model(requested: str | None, served: str, aliases: Sequence[str] = ()) -> None:
+    """404 model_not_found unless the client asked for our model (or none).
+
+    Aliases (the model folder path) are accepted too: `vllm bench serve --model <path>`
+    sends the path when no served name is given.
+    """
+    if requested is not None and requested != served and requested not in aliases:
         raise APIError(
             404,
             f"model {requested!r} does not exist; this server serves {served!r}",
@@ -200,5 +206,3 @@ def require_model(requested: str | None, served: str) -> None:
             code="model_not_found",
         )
 
-
-Endpoint = Literal["chat", "completions"]

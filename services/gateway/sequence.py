@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared import wire
 from services.gateway.detokenizer import IncrementalDetokenizer
 from services.gateway.stop_strings import StopStringMatcher
+from shared import wire
 
 # JSON has no -inf; vLLM reports impossible tokens with this value too.
 MIN_LOGPROB = -9999.0

@@ -55,9 +55,7 @@ class GatewaySettings(TransportSettings):
     status_interval_s: float = Field(
         1.0, gt=0, description="seconds between coordinator status polls"
     )
-    status_timeout_s: float = Field(
-        2.0, gt=0, description="seconds to wait for one status reply"
-    )
+    status_timeout_s: float = Field(2.0, gt=0, description="seconds to wait for one status reply")
     coordinator_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -98,11 +96,11 @@ def build_settings(argv: Sequence[str] | None = None, **overrides: Any) -> Gatew
     """
     if argv is None:
         return GatewaySettings(**overrides)
-    return GatewaySettings(
-        _cli_parse_args=list(argv),
-        _cli_prog_name="layerbus gateway",
-        _cli_kebab_case=True,
-        _cli_implicit_flags=True,
-        _cli_exit_on_error=False,
-        **overrides,
-    )
+    cli: dict[str, Any] = {
+        "_cli_parse_args": list(argv),
+        "_cli_prog_name": "layerbus gateway",
+        "_cli_kebab_case": True,
+        "_cli_implicit_flags": True,
+        "_cli_exit_on_error": False,
+    }
+    return GatewaySettings(**cli, **overrides)

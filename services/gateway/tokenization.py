@@ -9,7 +9,7 @@ import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -105,8 +105,7 @@ class Tokenizer:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of token ids without special tokens."""
-        text: str = self._hf.decode(list(token_ids), skip_special_tokens=True)
-        return text
+        return cast(str, self._hf.decode(list(token_ids), skip_special_tokens=True))
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one Tokenizer per process
     def token_bytes(self, token_id: int) -> bytes:
@@ -120,8 +119,7 @@ class Tokenizer:
             match = _BYTE_TOKEN.match(piece)
             if match:
                 return bytes([int(match.group(1), 16)])
-        text: str = self._hf.decode([token_id], skip_special_tokens=False)
-        return text.encode()
+        return cast(str, self._hf.decode([token_id], skip_special_tokens=False)).encode()
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one Tokenizer per process
     def token_text(self, token_id: int) -> str:

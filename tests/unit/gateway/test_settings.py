@@ -1,0 +1,56 @@
+"""GatewaySettings: defaults, environment, overrides and CLI flags."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.gateway.settings import GatewaySettings, build_settings
+from tests.unit.gateway.conftest import MODEL_PATH
+
+
+@pytest.fixture(autouse=True)
+def _model_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERBUS_MODEL", str(MODEL_PATH))
+    if not MODEL_PATH.is_dir():
+        pytest.skip("default model folder missing")
+
+
+def test_defaults() -> None:
+    s = GatewaySettings()
+    assert (s.host, s.port, s.coordinator) == ("127.0.0.1", 8000, "tcp://127.0.0.1:5555")
+    assert s.api_keys == []
+    assert s.model_name == MODEL_PATH.name
+
+
+def test_environment_with_comma_separated_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERBUS_API_KEYS", "k1, k2,")
+    monkeypatch.setenv("LAYERBUS_PORT", "9001")
+    monkeypatch.setenv("LAYERBUS_SERVED_MODEL_NAME", "smol")
+    s = GatewaySettings()
+    assert (s.api_keys, s.port, s.model_name) == (["k1", "k2"], 9001, "smol")
+
+
+def test_keyword_overrides_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERBUS_PORT", "9001")
+    assert GatewaySettings(port=9002).port == 9002
+    assert build_settings(port=9003).port == 9003
+
+
+def test_cli_flags() -> None:
+    s = build_settings(
+        ["--port", "8123", "--api-keys", "a,b", "--coordinator", "tcp://10.0.0.5:5555"]
+    )
+    assert (s.port, s.api_keys, s.coordinator) == (8123, ["a", "b"], "tcp://10.0.0.5:5555")
+
+
+def test_missing_model_folder_names_the_setting(tmp_path: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        GatewaySettings(model="/definitely/not/here")
+    assert "LAYERBUS_MODEL" in str(info.value)
+
+
+def test_validation_errors_do_not_echo_api_keys() -> None:
+    with pytest.raises(ValidationError) as info:
+        GatewaySettings(api_keys=["s3cret"], port=-1)
+    assert "s3cret" not in str(info.value)
