@@ -85,7 +85,7 @@ def _classes(command: str) -> list[type[BaseModel]]:
     if command == "gateway":
         from services.gateway.settings import GatewaySettings
 
-        return [GatewaySettings, TransportSettings]
+        return [GatewaySettings]  # includes the transport settings
     if command == "serve":
         from services.launcher import ServeSettings
 

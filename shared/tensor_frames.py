@@ -35,7 +35,7 @@ def tensors_to_frames(
             raise TypeError(f"tensor {name} has unsupported dtype {tensor.dtype}")
         flat = tensor.detach().contiguous().cpu()
         metas.append(TensorMeta(name=name, dtype=dtype, shape=list(flat.shape)))
-        buffers.append(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+        buffers.append(flat.reshape(-1).view(torch.uint8).numpy() if flat.numel() else b"")
     return metas, buffers
 
 
@@ -59,9 +59,9 @@ def frames_to_tensors(
             raise WireError(f"tensor {meta.name}: {numel} elements exceeds the cap")
         buffer = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
         expected = numel * torch.empty((), dtype=dtype).element_size()
-        if len(buffer) != expected:
+        if buffer.nbytes != expected:
             raise WireError(
-                f"tensor {meta.name}: frame has {len(buffer)} bytes, shape needs {expected}"
+                f"tensor {meta.name}: frame has {buffer.nbytes} bytes, shape needs {expected}"
             )
         if numel == 0:
             out[meta.name] = torch.empty(meta.shape, dtype=dtype)

@@ -104,6 +104,8 @@ class StageStatus(msgspec.Struct):
     layer_end: int
     state: str
     last_heartbeat_age_s: float
+    layers_loaded: list[int] = []
+    other_parameters: list[str] = []
 
 
 class Status(msgspec.Struct):
@@ -120,6 +122,8 @@ class Status(msgspec.Struct):
     num_running: int = 0
     num_waiting: int = 0
     max_batches_in_flight: int = 0
+    steps: int = 0
+    coordinator_parameters: int = 0
     detail: str = ""
 
 
@@ -142,6 +146,8 @@ class Register(msgspec.Struct):
     kv_cache_layouts: list[str]
     engine_fingerprint: str
     pid: int
+    layers_loaded: list[int] = []
+    other_parameters: list[str] = []
 
 
 class Configure(msgspec.Struct):

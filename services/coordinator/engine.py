@@ -65,6 +65,19 @@ def _logprobs(lp: Any, count: int) -> list[wire.TokenLogprob] | None:
     return rows
 
 
+def count_module_parameters() -> int:
+    """Parameters held by any torch module alive in this process (the coordinator: none)."""
+    import gc
+
+    import torch
+
+    total = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.nn.Module):
+            total += sum(p.numel() for p in obj.parameters(recurse=False))
+    return total
+
+
 class EngineHost:
     """Owns EngineCore; runs on its own thread and never touches the ROUTER socket."""
 
@@ -88,6 +101,7 @@ class EngineHost:
         self.snapshot: dict[str, int] = {}
         self.max_model_len = engine.max_model_len
         self.core: Any = None
+        self.coordinator_parameters = 0
 
     # ------------------------------------------------------------ start-up
 
@@ -123,6 +137,7 @@ class EngineHost:
             self.error = f"{type(err).__name__}: {err}"
             self.ready.set()
             return
+        self.coordinator_parameters = count_module_parameters()
         self._update_snapshot()
         self.ready.set()
         core = self.core
@@ -264,4 +279,6 @@ class EngineHost:
             "num_running": len(sched.running),
             "num_waiting": len(sched.waiting),
             "max_batches_in_flight": self.link.max_in_flight,
+            "steps": self.link.steps_sent,
+            "coordinator_parameters": self.coordinator_parameters,
         }

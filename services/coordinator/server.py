@@ -94,6 +94,8 @@ class CoordinatorServer:
                 layer_end=r.info.layer_end,
                 state=r.state,
                 last_heartbeat_age_s=round(now - r.last_seen, 3),
+                layers_loaded=r.info.layers_loaded,
+                other_parameters=r.info.other_parameters,
             )
             for r in sorted(self.registry.stages.values(), key=lambda r: r.layers)
         ]

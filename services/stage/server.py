@@ -79,6 +79,7 @@ class StageServer:
     # ------------------------------------------------------------ lifecycle
 
     def register_message(self) -> wire.Register:
+        layers_loaded, other_parameters = self.worker.loaded_summary()
         return wire.Register(
             name=self.name,
             layer_start=self.start,
@@ -90,6 +91,8 @@ class StageServer:
             kv_cache_layouts=self.worker.kv_cache_layouts(),
             engine_fingerprint=self.engine.fingerprint(),
             pid=os.getpid(),
+            layers_loaded=layers_loaded,
+            other_parameters=other_parameters,
         )
 
     def serve_forever(self) -> None:

