@@ -16,6 +16,8 @@ from pathlib import Path
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 DONE_MARKER = ".layerbus-ready"
+# Bump when the conversion changes, so caches made by older versions are redone.
+FORMAT_VERSION = "2"
 
 
 def cache_dir() -> Path:
@@ -45,7 +47,8 @@ def _gguf_file() -> Path:
 def prepare_default_model(log=print) -> Path:  # type: ignore[no-untyped-def]
     """Convert the bundled GGUF to safetensors once; return the folder."""
     target = default_model_path()
-    if (target / DONE_MARKER).is_file():
+    marker = target / DONE_MARKER
+    if marker.is_file() and marker.read_text().strip() == FORMAT_VERSION:
         return target
     gguf = _gguf_file()
     log(f"preparing default model from {gguf.name} into {target} (about 20 s, once)")
@@ -54,11 +57,13 @@ def prepare_default_model(log=print) -> Path:  # type: ignore[no-untyped-def]
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # float32 keeps the dequantized GGUF weights exact; in bf16 this small model
+    # loses its greedy answers (e.g. no longer says Paris for France's capital).
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.bfloat16
+        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
     )
     state = {
         name: tensor.contiguous()
@@ -69,12 +74,13 @@ def prepare_default_model(log=print) -> Path:  # type: ignore[no-untyped-def]
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     config["architectures"] = ["LlamaForCausalLM"]
-    config["torch_dtype"] = "bfloat16"
+    config["torch_dtype"] = "float32"
+    config["dtype"] = "float32"
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     if model.generation_config is not None:
         model.generation_config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / DONE_MARKER).write_text("ok\n")
+    (tmp / DONE_MARKER).write_text(FORMAT_VERSION + "\n")
     if target.exists():
         import shutil
 

@@ -14,7 +14,10 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAYERBUS_", extra="ignore")
 
     model: str = Field("", description="local HF model folder; empty = bundled default")
-    dtype: str = Field("bfloat16", description="weights and activations dtype")
+    dtype: str = Field(
+        "float32",
+        description="weights/activations dtype; float32 suits CPUs, use bfloat16 or auto on GPUs",
+    )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")
     max_num_batched_tokens: int = Field(

@@ -18,7 +18,7 @@ def main() -> None:
     prompts = json.load(sys.stdin)
     llm = LLM(
         model=model,
-        dtype="bfloat16",
+        dtype="float32",
         enforce_eager=True,
         max_model_len=2048,
         max_num_seqs=64,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
@@ -89,37 +90,46 @@ def gateway_settings(coordinator: str, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(**values)
 
 
+def launch_gateway(
+    tokenizer: Tokenizer, coordinator: str, wait_ready: bool = True, **overrides: Any
+) -> RunningGateway:
+    """Serve a gateway with uvicorn on a free port in a background thread."""
+    settings = gateway_settings(coordinator, **overrides)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, tokenizer=tokenizer), log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True
+    )
+    thread.start()
+    gw = RunningGateway(f"http://127.0.0.1:{port}", settings, server, thread)
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            gw.stop()
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.01)
+    if wait_ready:
+        gw.wait_ready()
+    return gw
+
+
 @pytest.fixture
 def start_gateway(
     tokenizer: Tokenizer, fake: FakeCoordinator
 ) -> Iterator[Callable[..., RunningGateway]]:
-    """Start a gateway connected to `fake` (overrides go to GatewaySettings)."""
+    """Start gateways connected to `fake` (keyword overrides go to GatewaySettings)."""
     running: list[RunningGateway] = []
 
     def start(wait_ready: bool = True, **overrides: Any) -> RunningGateway:
-        overrides.setdefault("coordinator", fake.address)
-        settings = gateway_settings(**overrides)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(settings, tokenizer=tokenizer), log_level="warning", lifespan="on"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True
-        )
-        thread.start()
-        gw = RunningGateway(f"http://127.0.0.1:{port}", settings, server, thread)
+        coordinator = overrides.pop("coordinator", fake.address)
+        gw = launch_gateway(tokenizer, coordinator, wait_ready, **overrides)
         running.append(gw)
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.01)
-        if wait_ready:
-            gw.wait_ready()
         return gw
 
     yield start
@@ -137,3 +147,45 @@ def gateway(start_gateway: Callable[..., RunningGateway]) -> RunningGateway:
 def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
     with gateway.client() as client:
         yield client
+
+
+class RawRequest:
+    """An HTTP request over a plain socket, so a test can hang up whenever it likes."""
+
+    def __init__(
+        self, url: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        payload = orjson.dumps(body)
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {host}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+        ]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+
+    def read_some(self) -> bytes:
+        """Whatever the server has sent so far (blocks until something arrives)."""
+        return self.sock.recv(65536)
+
+    def read_all(self) -> bytes:
+        """Everything until the server closes or the response is complete (small bodies)."""
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = [
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]
+            if not chunk or (length and len(body) >= length[0]):
+                return data
+
+    def close(self) -> None:
+        """Hang up."""
+        self.sock.close()

@@ -9,9 +9,9 @@ from typing import TypeVar
 import pytest
 import zmq
 
+from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
 from shared import codec, wire
 from shared.settings import TransportSettings
-from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
 from tests.unit.gateway.fake_coordinator import FakeCoordinator
 
 T = TypeVar("T")
@@ -43,9 +43,9 @@ def generate(rid: str, max_tokens: int = 100) -> wire.Generate:
     return wire.Generate(rid, [1, 2, 3], wire.SamplingSpec(max_tokens=max_tokens))
 
 
-async def drain(stream_get: Callable[[], Awaitable[wire.RequestOutput]], ids: set[str]) -> dict[
-    str, list[wire.RequestOutput]
-]:
+async def drain(
+    stream_get: Callable[[], Awaitable[wire.RequestOutput]], ids: set[str]
+) -> dict[str, list[wire.RequestOutput]]:
     outs: dict[str, list[wire.RequestOutput]] = {}
     open_ids = set(ids)
     while open_ids:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared import wire
 from services.gateway.sequence import MIN_LOGPROB, SequenceState
 from services.gateway.tokenization import Tokenizer
+from shared import wire
 
 
 def ids(tokenizer: Tokenizer, text: str) -> list[int]:
