@@ -6,6 +6,7 @@ VLLM_VARIANT ?= cpu
 STAGES ?= 2
 MODEL ?=
 PORT ?= 8000
+COORDINATOR_PORT ?= 5555
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 serve: install
-	$(BIN)/layerbus serve --stages $(STAGES) --port $(PORT) $(if $(MODEL),--model $(MODEL),)
+	$(BIN)/layerbus serve --stages $(STAGES) --port $(PORT) --coordinator-port $(COORDINATOR_PORT) $(if $(MODEL),--model $(MODEL),)
 
 lint: install
 	$(BIN)/ruff check services shared tests

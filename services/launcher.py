@@ -109,7 +109,9 @@ class Launcher:
             if code == 200:
                 return True
             _, status = _get_json(url + "/status")
-            line = str(status.get("detail") or "starting processes")
+            coordinator = status.get("coordinator")
+            detail = coordinator.get("detail") if isinstance(coordinator, dict) else None
+            line = str(detail or "starting processes")
             stages = status.get("stages") or []
             if isinstance(stages, list) and stages:
                 line += f" ({len(stages)} of {self.serve.stages} stages registered)"

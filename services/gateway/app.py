@@ -104,16 +104,11 @@ async def status(request: Request) -> Response:
             "model": gw.settings.model_name,
             "coordinator": {
                 "address": gw.client.address,
-                "ready": st.ready,
-                "model": st.model,
-                "max_model_len": st.max_model_len,
-                "num_layers": st.num_layers,
-                "num_total_blocks": st.num_total_blocks,
-                "num_free_blocks": st.num_free_blocks,
-                "num_running": st.num_running,
-                "num_waiting": st.num_waiting,
-                "max_batches_in_flight": st.max_batches_in_flight,
-                "detail": st.detail,
+                **{
+                    key: value
+                    for key, value in msgspec.structs.asdict(st).items()
+                    if key not in ("nonce", "stages")
+                },
             },
             "stages": [msgspec.structs.asdict(stage) for stage in st.stages],
             "gateway": {"running": controller.running, "queued": controller.queued},

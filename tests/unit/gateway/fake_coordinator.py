@@ -51,7 +51,7 @@ class FakeCoordinator:
     _active: dict[str, _Active] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def start(self) -> FakeCoordinator:
         ctx = zmq.Context.instance()

@@ -139,9 +139,9 @@ def test_completions_accept_batches_and_token_ids(
 
 
 def test_completion_logprobs_shape(http: httpx.Client) -> None:
-    body = http.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 4, "logprobs": 2}).json()
+    body = http.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 3, "logprobs": 2}).json()
     lp = body["choices"][0]["logprobs"]
-    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 4
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 3
     assert "".join(lp["tokens"]) == body["choices"][0]["text"]
     assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"])
     assert all(len(top) <= 2 for top in lp["top_logprobs"])

@@ -1,0 +1,87 @@
+"""Fixtures that start real layerbus processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.default_model import prepare_default_model
+from tests.e2e.cluster import ROOT, Cluster
+
+LONG_TEXT = " ".join(
+    f"Paragraph {i}: the river runs past the mill, the miller counts sacks of grain, "
+    "and the children watch the boats drift toward the sea."
+    for i in range(30)
+)
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three colors of the rainbow.",
+    "Explain what a CPU does in one sentence.",
+    "Translate 'good morning' into Spanish.",
+    "What is 12 plus 30?",
+    "Give me a name for a friendly robot.",
+    "Summarize this text in one sentence: " + LONG_TEXT,
+]
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    return str(prepare_default_model())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_path: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+@pytest.fixture(scope="session")
+def prompt_ids(tokenizer) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    out = []
+    for text in PROMPTS:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+        )
+        out.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    assert max(len(i) for i in out) > 600, "one prompt must be long enough to be chunked"
+    return out
+
+
+@pytest.fixture(scope="session")
+def baseline_ids(model_path: str, prompt_ids: list[list[int]]) -> list[list[int]]:
+    """Greedy token ids from single-process vLLM, one prompt at a time."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_CPU_OMP_THREADS_BIND="nobind")
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("baseline_vllm.py")), model_path, "32"],
+        input=json.dumps(prompt_ids).encode(),
+        capture_output=True,
+        env=env,
+        timeout=900,
+    )
+    lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr.decode()[-3000:]
+    result: list[list[int]] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+@pytest.fixture(scope="session")
+def two_stages(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(
+        model=model_path,
+        layers=[(0, 15), (15, 30)],
+        log_dir=tmp_path_factory.mktemp("two-stages"),
+    )
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
