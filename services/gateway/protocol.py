@@ -205,4 +205,3 @@ def require_model(requested: str | None, served: str, aliases: Sequence[str] = (
             param="model",
             code="model_not_found",
         )
-

@@ -368,5 +368,25 @@ def test_queued_request_runs_when_the_slot_frees(
     assert fake.generate_ids()[0] in fake.aborted_ids()
 
 
+def test_client_leaving_the_queue_frees_its_place(
+    start_gateway: Callable[..., RunningGateway], fake: FakeCoordinator
+) -> None:
+    fake.hang = True
+    gw = start_gateway(max_running_requests=1, max_queued_requests=1)
+    holder = _hold_request(gw)
+    assert fake.wait_for(lambda: len(fake.generates) == 1)
+    with gw.client() as http:
+        leaver = RawRequest(gw.url, CHAT, {"messages": MESSAGES})
+        assert fake.wait_for(lambda: _queued(http) == 1)
+        leaver.close()
+        assert fake.wait_for(lambda: _queued(http) == 0)
+        # The queue slot is free again: a new request queues instead of a 503.
+        waiting = RawRequest(gw.url, CHAT, {"messages": MESSAGES})
+        assert fake.wait_for(lambda: _queued(http) == 1)
+        waiting.close()
+    holder.close()
+    assert len(fake.generates) == 1  # neither queued request reached the coordinator
+
+
 def _queued(http: httpx.Client) -> int:
     return int(http.get("/status").json()["gateway"]["queued"])

@@ -159,9 +159,7 @@ def test_chat_logprobs_shape(http: httpx.Client) -> None:
     assert text == REPLY_TEXT[: len(text)] and text
 
 
-def test_generation_error_is_503_in_openai_shape(
-    http: httpx.Client, fake: FakeCoordinator
-) -> None:
+def test_generation_error_is_503_in_openai_shape(http: httpx.Client, fake: FakeCoordinator) -> None:
     fake.fail_with = "stage 1 at 10.0.0.2 stopped responding"
     r = http.post(CHAT, json={"messages": MESSAGES})
     assert r.status_code == 503
