@@ -29,7 +29,9 @@ def parse_flags(argv: list[str]) -> dict[str, str]:
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--"):
-            raise SystemExit(f"layerbus: unexpected argument {arg!r}; settings look like --name value")
+            raise SystemExit(
+                f"layerbus: unexpected argument {arg!r}; settings look like --name value"
+            )
         name, eq, value = arg[2:].partition("=")
         if not eq:
             if i + 1 >= len(argv):
@@ -62,11 +64,10 @@ def describe(classes: list[type[BaseModel]]) -> str:
     lines = []
     for cls in classes:
         for name, field in cls.model_fields.items():
-            prefix = (cls.model_config.get("env_prefix") or "").upper()
+            prefix = str(cls.model_config.get("env_prefix") or "").upper()
             default = "" if field.is_required() else f" (default {field.default!r})"
-            lines.append(
-                f"  --{name.replace('_', '-'):28} {prefix}{name.upper()}: {field.description}{default}"
-            )
+            flag = "--" + name.replace("_", "-")
+            lines.append(f"  {flag:30} {prefix}{name.upper()}: {field.description}{default}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -162,12 +163,15 @@ def serve(settings: ServeSettings, engine: EngineSettings) -> int:
             reason = launcher.dead_child() or "not ready before startup_timeout_s"
             print(f"layerbus: start-up failed: {reason}", file=sys.stderr, flush=True)
             return 1
-        print(f"layerbus ready: {url}/v1 (model {os.path.basename(model)}, "
-              f"{settings.stages} stages; Ctrl-C stops)", flush=True)
+        print(
+            f"layerbus ready: {url}/v1 (model {os.path.basename(model)}, "
+            f"{settings.stages} stages; Ctrl-C stops)",
+            flush=True,
+        )
         while True:
-            reason = launcher.dead_child()
-            if reason:
-                print(f"layerbus: {reason}; stopping", file=sys.stderr, flush=True)
+            died = launcher.dead_child()
+            if died:
+                print(f"layerbus: {died}; stopping", file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:

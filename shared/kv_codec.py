@@ -63,7 +63,7 @@ def _from_plain(value: Any) -> Any:
         raise WireError(f"{name!r} is not a dataclass")
     fields = {k: _from_plain(v) for k, v in value["fields"].items()}
     init = {f.name for f in dataclasses.fields(cls) if f.init}
-    obj = cls(**{k: v for k, v in fields.items() if k in init})
+    obj = cls(**{k: v for k, v in fields.items() if k in init})  # type: ignore[operator]
     for key, val in fields.items():
         if key not in init:
             object.__setattr__(obj, key, val)

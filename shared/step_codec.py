@@ -61,9 +61,7 @@ def plan_from_scheduler_output(so: SchedulerOutput) -> wire.StepPlan:
         resumed_req_ids=sorted(c.resumed_req_ids),
         new_token_ids=[list(t) for t in c.new_token_ids],
         all_token_ids={k: list(v) for k, v in c.all_token_ids.items()},
-        new_block_ids=[
-            None if b is None else [list(g) for g in b] for b in c.new_block_ids
-        ],
+        new_block_ids=[None if b is None else [list(g) for g in b] for b in c.new_block_ids],
         num_computed_tokens=list(c.num_computed_tokens),
         num_output_tokens=list(c.num_output_tokens),
     )
@@ -73,9 +71,7 @@ def plan_from_scheduler_output(so: SchedulerOutput) -> wire.StepPlan:
         num_scheduled_tokens=dict(so.num_scheduled_tokens),
         total_num_scheduled_tokens=so.total_num_scheduled_tokens,
         finished_req_ids=sorted(so.finished_req_ids),
-        preempted_req_ids=(
-            None if so.preempted_req_ids is None else sorted(so.preempted_req_ids)
-        ),
+        preempted_req_ids=(None if so.preempted_req_ids is None else sorted(so.preempted_req_ids)),
         num_common_prefix_blocks=list(so.num_common_prefix_blocks),
         new_block_ids_to_zero=so.new_block_ids_to_zero,
         scheduled_spec_decode_tokens={
@@ -125,9 +121,7 @@ def scheduler_output_from_plan(plan: wire.StepPlan) -> SchedulerOutput:
         scheduled_encoder_inputs={},
         finished_req_ids=set(plan.finished_req_ids),
         free_encoder_mm_hashes=[],
-        preempted_req_ids=(
-            None if plan.preempted_req_ids is None else set(plan.preempted_req_ids)
-        ),
+        preempted_req_ids=(None if plan.preempted_req_ids is None else set(plan.preempted_req_ids)),
         num_common_prefix_blocks=plan.num_common_prefix_blocks,
         new_block_ids_to_zero=plan.new_block_ids_to_zero,
     )

@@ -21,7 +21,9 @@ log = logging.getLogger("layerbus.coordinator")
 Send = Callable[[bytes, msgspec.Struct], None]
 
 
-def sampling_params(spec: wire.SamplingSpec, generation_config: dict[str, Any], eos: int | None) -> Any:
+def sampling_params(
+    spec: wire.SamplingSpec, generation_config: dict[str, Any], eos: int | None
+) -> Any:
     """vLLM SamplingParams for a request, defaults filled as vLLM's own frontend does."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
@@ -218,7 +220,9 @@ class EngineHost:
             except (ValueError, TypeError) as err:
                 error = str(err)
         if error is not None:
-            out = wire.RequestOutput(request_id=rid, token_ids=[], finish_reason="error", error=error)
+            out = wire.RequestOutput(
+                request_id=rid, token_ids=[], finish_reason="error", error=error
+            )
             self.send(identity, wire.Outputs(items=[out]))
             return
         self.owner[rid] = identity

@@ -80,13 +80,14 @@ class Registry:
         # Prefer stages already configured into the chain over standbys.
         for record in sorted(live, key=lambda r: (r.state != "configured", r.name)):
             by_start.setdefault(record.info.layer_start, record)
-        chain, position = [], 0
+        chain: list[StageRecord] = []
+        position = 0
         while position < self.num_layers:
-            record = by_start.get(position)
-            if record is None:
+            nxt = by_start.get(position)
+            if nxt is None:
                 return None
-            chain.append(record)
-            position = record.info.layer_end
+            chain.append(nxt)
+            position = nxt.info.layer_end
         return chain
 
     def missing(self) -> str:

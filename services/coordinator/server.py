@@ -109,17 +109,24 @@ class CoordinatorServer:
             nonce=nonce,
             ready=ready,
             model=self.model_name,
-            max_model_len=self.host.max_model_len if self.host else self.engine_settings.max_model_len,
+            max_model_len=self.host.max_model_len
+            if self.host
+            else self.engine_settings.max_model_len,
             num_layers=self.num_layers,
             stages=stages,
-            detail=self.link.failure or (self.host.error if self.host and self.host.error else self.detail),
+            detail=self.link.failure
+            or (self.host.error if self.host and self.host.error else self.detail),
             **snap,
         )
 
     # ------------------------------------------------------------ main loop
 
     def serve_forever(self) -> None:
-        log.info("coordinator on %s; waiting for stages covering %d layers", self.settings.bind, self.num_layers)
+        log.info(
+            "coordinator on %s; waiting for stages covering %d layers",
+            self.settings.bind,
+            self.num_layers,
+        )
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.outbox, zmq.POLLIN)
@@ -140,10 +147,10 @@ class CoordinatorServer:
             if self.router in events:
                 for _ in range(1000):
                     try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        received = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_message(frames)
+                    self._on_message(received)
             now = time.monotonic()
             if now - last_beat >= interval:
                 last_beat = now
@@ -195,7 +202,10 @@ class CoordinatorServer:
         self.detail = "starting engine"
         self.link.attach(chain, self._send_from_engine)
         self.host = EngineHost(
-            self.engine_settings, self.link, self._send_from_engine, self.settings.configure_timeout_s
+            self.engine_settings,
+            self.link,
+            self._send_from_engine,
+            self.settings.configure_timeout_s,
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()
@@ -257,7 +267,9 @@ class CoordinatorServer:
             self._maybe_start()
 
 
-def run(settings: CoordinatorSettings, engine: EngineSettings, transport: TransportSettings) -> None:
+def run(
+    settings: CoordinatorSettings, engine: EngineSettings, transport: TransportSettings
+) -> None:
     """Entry point of `layerbus coordinator`; exits non-zero if the engine cannot start."""
     import signal
 

@@ -11,9 +11,7 @@ class CoordinatorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAYERBUS_", extra="ignore")
 
-    bind: str = Field(
-        "tcp://127.0.0.1:5555", description="ROUTER address for gateways and stages"
-    )
+    bind: str = Field("tcp://127.0.0.1:5555", description="ROUTER address for gateways and stages")
     configure_timeout_s: float = Field(
         300.0, description="seconds a stage may take to allocate its KV cache"
     )

@@ -10,7 +10,7 @@ from enum import Enum
 
 @dataclass(frozen=True)
 class AdmissionLimits:
-    """Caps on one gateway's load (0 for max_per_key means unlimited)."""
+    """Caps on one gateway's load (max_per_key 0 = unlimited); immutable, any thread."""
 
     max_running: int
     max_queued: int
@@ -25,7 +25,7 @@ class AdmissionLimits:
 
 
 class TicketState(Enum):
-    """Where an admitted request is."""
+    """Where an admitted request is; a plain value."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -34,7 +34,7 @@ class TicketState(Enum):
 
 @dataclass(eq=False)
 class Ticket:
-    """One admitted request; its state changes only through AdmissionController."""
+    """One admitted request; changed only by AdmissionController, on the event loop."""
 
     id: int
     key: str | None
@@ -44,7 +44,7 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why a request is refused: HTTP status (429 per-key, 503 overload) and error code."""
+    """Why a request is refused (429 per-key, 503 overload); immutable value."""
 
     status: int
     code: str
@@ -53,10 +53,9 @@ class Rejection:
 
 @dataclass
 class AdmissionController:
-    """FIFO admission with caps on running, queued, queued tokens and per-key load.
+    """FIFO admission with caps on running, queued, tokens and per key; event loop only.
 
-    Pure: the caller (an asyncio gate on the event loop) wakes queued requests
-    that `release` promotes.
+    Pure: the caller (AdmissionGate) wakes the queued requests `release` promotes.
     """
 
     limits: AdmissionLimits

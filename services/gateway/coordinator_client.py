@@ -23,14 +23,15 @@ log = logging.getLogger(__name__)
 
 
 class CoordinatorUnavailable(RuntimeError):
-    """The coordinator cannot take a message now (not connected, or its queue is full)."""
+    """The coordinator cannot take a message now (no pipe, or HWM reached); event loop."""
 
 
 class OutputStream:
-    """Outputs of a group of coordinator requests (one HTTP request's sequences), in
-    arrival order. Owned by the HTTP request's task; fed by the client's reader task."""
+    """One HTTP request's outputs: fed by the reader task, read by the request's task."""
 
-    def __init__(self, client: CoordinatorClient, request_ids: Sequence[str], timeout_s: float):
+    def __init__(
+        self, client: CoordinatorClient, request_ids: Sequence[str], timeout_s: float
+    ) -> None:
         self._client = client
         self._timeout_s = timeout_s
         self.unfinished: set[str] = set(request_ids)
@@ -70,7 +71,7 @@ class OutputStream:
 
 
 class CoordinatorClient:
-    """Owns the DEALER socket; every method runs on the event loop thread.
+    """The DEALER connection to the coordinator; owns the socket, event loop only.
 
     A reader task routes Outputs to OutputStreams and Status replies to their
     waiters; a poller task asks for Status every interval so readiness and
@@ -124,7 +125,8 @@ class CoordinatorClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._sock is not None:
-            self._sock.close(linger=0)
+            # Linger so the Aborts sent just above still reach the coordinator.
+            self._sock.close(linger=self._transport.linger_ms)
         if self._ctx is not None:
             self._ctx.term()
 

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 class ClientGone(Exception):
-    """The HTTP client closed the connection before the work finished."""
+    """The HTTP client left before the work finished; raised in the request's task."""
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -35,7 +35,7 @@ def error_body(
 
 
 class APIError(Exception):
-    """An error answered to the client as JSON (raised anywhere in a request's task)."""
+    """An error answered as OpenAI-shaped JSON; raised in a request's task on the loop."""
 
     def __init__(
         self,

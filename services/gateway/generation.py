@@ -20,7 +20,7 @@ from shared import wire
 
 @dataclass(frozen=True)
 class PromptPlan:
-    """One tokenized prompt and the sampling spec of its sequences."""
+    """One tokenized prompt and the sampling spec of its sequences; immutable value."""
 
     token_ids: list[int]
     sampling: wire.SamplingSpec
@@ -32,8 +32,9 @@ def new_request_id(prefix: str) -> str:
 
 
 class Generation:
-    """Fans one HTTP request out as len(prompts) * n coordinator requests and merges
-    their outputs; owned by the HTTP request's task on the event loop.
+    """Fans one HTTP request out to the coordinator and merges outputs; owned by its task.
+
+    There are len(prompts) * n coordinator requests.
 
     Choice index i*n + j is prompt i, sample j; its coordinator id is `<id>-<index>`.
     """

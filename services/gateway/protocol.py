@@ -14,26 +14,26 @@ MAX_LOGPROBS = 20
 
 
 class _Lenient(BaseModel):
-    """Base for request models: unknown fields are ignored, as OpenAI clients expect."""
+    """Base of request models (unknown fields ignored); parsed per request on the loop."""
 
     model_config = ConfigDict(extra="ignore")
 
 
 class StreamOptions(_Lenient):
-    """`stream_options` of a streaming request."""
+    """`stream_options` of a streaming request; part of a parsed body."""
 
     include_usage: bool | None = False
 
 
 class TextPart(_Lenient):
-    """One part of a multi-part message content; only text parts are supported."""
+    """One part of a multi-part content (text only); part of a parsed body."""
 
     type: str = "text"
     text: str | None = None
 
 
 class ChatMessage(_Lenient):
-    """One chat message; extra keys (name, tool_calls, ...) go to the template untouched."""
+    """One chat message (extra keys go to the template); part of a parsed body."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -42,7 +42,7 @@ class ChatMessage(_Lenient):
 
 
 class SamplingRequest(_Lenient):
-    """Fields shared by chat and completion requests."""
+    """Fields shared by chat and completion bodies; owned by one request's task."""
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -82,7 +82,7 @@ class SamplingRequest(_Lenient):
 
 
 class ChatCompletionRequest(SamplingRequest):
-    """Body of POST /v1/chat/completions."""
+    """Body of POST /v1/chat/completions; owned by one request's task."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -130,7 +130,7 @@ PromptInput = str | list[str] | list[int] | list[list[int]]
 
 
 class CompletionRequest(SamplingRequest):
-    """Body of POST /v1/completions."""
+    """Body of POST /v1/completions; owned by one request's task."""
 
     prompt: PromptInput
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)

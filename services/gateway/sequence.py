@@ -15,7 +15,7 @@ MIN_LOGPROB = -9999.0
 
 
 class TokenTexts(Protocol):
-    """What a sequence needs from the tokenizer."""
+    """What a sequence needs from the tokenizer (called on the event loop)."""
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
     def token_text(self, token_id: int) -> str: ...
@@ -24,7 +24,7 @@ class TokenTexts(Protocol):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A token with its log-probability, as shown to clients."""
+    """A token with its log-probability, as shown to clients; immutable value."""
 
     token: str
     logprob: float
@@ -33,7 +33,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class LogprobEntry:
-    """Log-probability of one sampled token, its top candidates and its text offset."""
+    """A sampled token's log-probability, top candidates, text offset; immutable value."""
 
     sampled: Candidate
     top: list[Candidate]
@@ -42,7 +42,7 @@ class LogprobEntry:
 
 @dataclass
 class SeqDelta:
-    """What changed in one sequence after one coordinator output."""
+    """What changed in one sequence after one output; made and used by one task."""
 
     index: int
     text: str
@@ -53,8 +53,7 @@ class SeqDelta:
 
 
 class SequenceState:
-    """Detokenizes, applies stop strings and tracks logprobs for one sequence; owned by
-    its HTTP request's task on the event loop."""
+    """One sequence's text, stop strings, logprobs and finish; owned by its request's task."""
 
     def __init__(
         self,

@@ -21,51 +21,55 @@ class GatewaySettings(TransportSettings):
         env_prefix="LAYERBUS_", extra="ignore", hide_input_in_errors=True
     )
 
-    host: str = Field("127.0.0.1", description="HTTP listen address")
-    port: int = Field(8000, ge=0, le=65535, description="HTTP listen port (0 = any free port)")
+    host: str = Field(default="127.0.0.1", description="HTTP listen address")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="HTTP listen port (0 = any free port)"
+    )
     coordinator: str = Field(
-        "tcp://127.0.0.1:5555", description="ZeroMQ address of the coordinator's ROUTER"
+        default="tcp://127.0.0.1:5555", description="ZeroMQ address of the coordinator's ROUTER"
     )
     model: str = Field(
         default_factory=lambda: str(default_model_path()),
         description="HF model folder; the gateway loads its tokenizer and chat template",
     )
     served_model_name: str | None = Field(
-        None, description="model name clients send and see (default: the model folder name)"
+        default=None, description="model name clients send and see (default: the model folder name)"
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="accepted API keys, comma-separated in the environment; empty = no auth",
     )
-    max_body_bytes: int = Field(4 << 20, gt=0, description="largest accepted request body")
+    max_body_bytes: int = Field(default=4 << 20, gt=0, description="largest accepted request body")
     max_running_requests: int = Field(
-        256, gt=0, description="requests in flight to the coordinator at once"
+        default=256, gt=0, description="requests in flight to the coordinator at once"
     )
     max_queued_requests: int = Field(
-        1024, ge=0, description="requests waiting in the gateway for a running slot"
+        default=1024, ge=0, description="requests waiting in the gateway for a running slot"
     )
     max_queued_prompt_tokens: int = Field(
-        2_000_000, ge=0, description="estimated prompt tokens waiting in the gateway queue"
+        default=2_000_000, ge=0, description="estimated prompt tokens waiting in the gateway queue"
     )
     max_concurrency_per_key: int = Field(
-        0, ge=0, description="running + queued requests per API key (0 = unlimited)"
+        default=0, ge=0, description="running + queued requests per API key (0 = unlimited)"
     )
-    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds on 429/503")
-    max_n: int = Field(16, gt=0, description="largest accepted `n` (choices per request)")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds on 429/503")
+    max_n: int = Field(default=16, gt=0, description="largest accepted `n` (choices per request)")
     status_interval_s: float = Field(
-        1.0, gt=0, description="seconds between coordinator status polls"
+        default=1.0, gt=0, description="seconds between coordinator status polls"
     )
-    status_timeout_s: float = Field(2.0, gt=0, description="seconds to wait for one status reply")
+    status_timeout_s: float = Field(
+        default=2.0, gt=0, description="seconds to wait for one status reply"
+    )
     coordinator_timeout_s: float = Field(
-        10.0,
+        default=10.0,
         gt=0,
         description="coordinator silent this long: /health is 503 and in-flight requests fail",
     )
     request_timeout_s: float = Field(
-        600.0, gt=0, description="a request with no new output for this long fails"
+        default=600.0, gt=0, description="a request with no new output for this long fails"
     )
-    tokenizer_threads: int = Field(2, gt=0, description="threads for templating/tokenizing")
-    log_level: str = Field("info", description="uvicorn log level")
+    tokenizer_threads: int = Field(default=2, gt=0, description="threads for templating/tokenizing")
+    log_level: str = Field(default="info", description="uvicorn log level")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from services.gateway.sequence import Candidate, LogprobEntry, SeqDelta, Sequenc
 
 @dataclass(frozen=True)
 class ResponseMeta:
-    """Fields every response of one request repeats."""
+    """Fields every response of one request repeats; immutable value."""
 
     id: str
     created: int

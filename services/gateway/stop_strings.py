@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 
 class StopStringMatcher:
-    """Tracks one sequence's text and releases only text that cannot start a stop string.
+    """Releases text that cannot start a stop string; owned by one sequence's task.
 
-    Owned by the request's task on the event loop. The stop string itself is
-    never part of the output (OpenAI semantics).
+    The stop string itself is never part of the output (OpenAI semantics).
     """
 
     def __init__(self, stops: Sequence[str]) -> None:

@@ -29,7 +29,7 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """How to shape the chunks of one streaming request."""
+    """How to shape the chunks of one streaming request; immutable value."""
 
     chat: bool
     meta: shapes.ResponseMeta
@@ -76,8 +76,10 @@ async def sse_events(
 
 
 class SSEResponse(Response):
-    """Sends an event stream and cancels it as soon as the client disconnects; runs on
-    the event loop. `on_close` runs exactly once however the stream ends."""
+    """Streams SSE, cancelled the moment the client leaves; runs on the event loop.
+
+    `on_close` runs exactly once however the stream ends.
+    """
 
     media_type = "text/event-stream"
 

@@ -17,7 +17,7 @@ _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
 class TemplateError(ValueError):
-    """The chat template rejected the messages (e.g. roles in an order it forbids)."""
+    """The chat template rejected the messages; raised in a tokenizer thread."""
 
 
 @functools.cache
@@ -39,9 +39,11 @@ def _byte_level_decoder() -> dict[str, int]:
 
 
 class Tokenizer:
-    """The model's tokenizer. Decoding helpers run on the event loop; encoding runs in
-    a small thread pool where each thread owns a private copy (HF fast tokenizers are
-    not safe to share across threads)."""
+    """The model's HF tokenizer: decoding on the event loop, encoding in its own threads.
+
+    Each pool thread owns a private copy: HF fast tokenizers are not safe to
+    share across threads.
+    """
 
     def __init__(self, model_path: str, threads: int = 2) -> None:
         self._hf: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_path)

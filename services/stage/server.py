@@ -65,9 +65,7 @@ class StageServer:
         self.data.bind(stage.bind)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
-        self.control = make_socket(
-            self.ctx, zmq.DEALER, transport, identity=self.name.encode()
-        )
+        self.control = make_socket(self.ctx, zmq.DEALER, transport, identity=self.name.encode())
         self.control.connect(stage.coordinator)
         self.next: zmq.Socket | None = None  # type: ignore[type-arg]
         self.configured = False
@@ -127,9 +125,10 @@ class StageServer:
                 log.warning("%s: coordinator silent; registering again", self.name)
                 self.configured = False
             events = dict(poller.poll(timeout=int(interval * 1000)))
-            if self.control in events:
-                if self._on_control(self.control.recv_multipart(copy=False)):
-                    return
+            if self.control in events and self._on_control(
+                self.control.recv_multipart(copy=False)
+            ):
+                return
             if self.data in events:
                 self._on_data(self.data.recv_multipart(copy=False))
 
@@ -200,14 +199,12 @@ class StageServer:
         if not self.configured:
             log.warning("%s: step %d before configure; dropped", self.name, header.step_id)
             return
-        for tracker in self.pending_sends:
-            tracker.wait()
+        for sent in self.pending_sends:
+            sent.wait()
         self.pending_sends.clear()
         try:
             scheduler_output = scheduler_output_from_plan(header.plan)
-            out_tensors, runner_output = self.worker.run(
-                scheduler_output, tensors or None
-            )
+            out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
             failed = wire.StepResult(
@@ -229,10 +226,9 @@ class StageServer:
         # see their finished/preempted requests.
         metas, buffers = tensors_to_frames(out_tensors or {})
         step = wire.Step(step_id=header.step_id, plan=header.plan, tensors=metas)
-        tracker = self.next.send_multipart(
-            [*codec.encode(step), *buffers], copy=False, track=True
-        )
-        self.pending_sends.append(tracker)
+        tracker = self.next.send_multipart([*codec.encode(step), *buffers], copy=False, track=True)
+        if tracker is not None:
+            self.pending_sends.append(tracker)
 
 
 def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:

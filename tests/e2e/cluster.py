@@ -52,7 +52,7 @@ class Cluster:
         return env
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
             cwd=ROOT,

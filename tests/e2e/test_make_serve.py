@@ -47,7 +47,7 @@ def alive(pid: int) -> bool:
 
 def test_make_serve_answers_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port, coordinator_port = free_port(), free_port()
-    log = open(tmp_path / "serve.log", "w+b")
+    log = open(tmp_path / "serve.log", "w+b")  # noqa: SIM115 - make owns it
     proc = subprocess.Popen(
         ["make", "serve", f"PORT={port}", f"COORDINATOR_PORT={coordinator_port}"],
         cwd=ROOT,

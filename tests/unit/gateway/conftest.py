@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from services.gateway.app import create_app
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import GatewaySettings, build_settings
 from services.gateway.tokenization import Tokenizer
 from tests.unit.gateway.fake_coordinator import FakeCoordinator
 
@@ -87,7 +87,7 @@ def gateway_settings(coordinator: str, **overrides: Any) -> GatewaySettings:
         "log_level": "warning",
     }
     values.update(overrides)
-    return GatewaySettings(**values)
+    return build_settings(**values)
 
 
 def launch_gateway(
@@ -167,9 +167,15 @@ class RawRequest:
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         self.sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
 
-    def read_some(self) -> bytes:
-        """Whatever the server has sent so far (blocks until something arrives)."""
-        return self.sock.recv(65536)
+    def read_until(self, marker: bytes) -> bytes:
+        """Everything received until `marker` shows up (or the server closes)."""
+        data = b""
+        while marker not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
 
     def read_all(self) -> bytes:
         """Everything until the server closes or the response is complete (small bodies)."""

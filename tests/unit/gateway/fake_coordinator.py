@@ -54,8 +54,10 @@ class FakeCoordinator:
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def start(self) -> FakeCoordinator:
-        ctx = zmq.Context.instance()
-        self._sock = make_socket(ctx, zmq.ROUTER, TransportSettings(linger_ms=0))
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sock = make_socket(
+            ctx, zmq.ROUTER, TransportSettings.model_validate({"linger_ms": 0})
+        )
         port = self._sock.bind_to_random_port("tcp://127.0.0.1")
         self.address = f"tcp://127.0.0.1:{port}"
         self._thread = threading.Thread(target=self._run, name="fake-coordinator", daemon=True)
@@ -96,9 +98,9 @@ class FakeCoordinator:
         next_tick = time.monotonic()
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000 if self._active else 20
-                if poller.poll(timeout=min(timeout_ms, 20)):
-                    while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+                wait_s = max(0.0, next_tick - time.monotonic()) if self._active else 0.02
+                if poller.poll(timeout=int(min(wait_s, 0.02) * 1000)):
+                    while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                         identity, *frames = sock.recv_multipart()
                         self._handle(identity, codec.decode(frames))
                 if self._active and time.monotonic() >= next_tick:

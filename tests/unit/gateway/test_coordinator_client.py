@@ -25,7 +25,9 @@ def client_for(address: str, **kw: float) -> CoordinatorClient:
         "request_timeout_s": 10.0,
     }
     opts.update(kw)
-    return CoordinatorClient(address, TransportSettings(linger_ms=0), **opts)
+    # Linger on close so Aborts sent just before close() are delivered.
+    transport = TransportSettings.model_validate({"linger_ms": 1000})
+    return CoordinatorClient(address, transport, **opts)
 
 
 def run_with(client: CoordinatorClient, body: Callable[[CoordinatorClient], Awaitable[T]]) -> T:
@@ -78,7 +80,7 @@ def test_poller_keeps_a_fresh_ready_status(fake: FakeCoordinator) -> None:
 
 
 def test_status_times_out_when_nobody_answers() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.ROUTER) as silent:
         port = silent.bind_to_random_port("tcp://127.0.0.1")
 
@@ -150,7 +152,7 @@ def test_send_fails_fast_when_not_started() -> None:
 
 
 def test_malformed_frames_are_dropped_and_the_reader_keeps_going() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.ROUTER) as router:
         port = router.bind_to_random_port("tcp://127.0.0.1")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -203,3 +205,28 @@ def test_coordinator_going_silent_fails_requests_in_flight(
         assert response.startswith(b"HTTP/1.1 503")
         assert b"silent" in response
         assert http.get("/health").status_code == 503
+
+
+def test_slow_tokenization_does_not_stall_the_event_loop(
+    gateway: RunningGateway, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    original = tokenizer._encode_chat_sync
+
+    def slow(messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+        entered.set()
+        release.wait(30)  # stands in for templating a huge prompt
+        return original(messages, add_generation_prompt)
+
+    monkeypatch.setattr(tokenizer, "_encode_chat_sync", slow)
+    request = RawRequest(gateway.url, CHAT, {"messages": MESSAGES, "max_tokens": 2})
+    try:
+        assert entered.wait(10)
+        with gateway.client() as http:
+            # The loop still answers while the tokenizer thread is busy.
+            assert http.get("/health").status_code == 200
+            assert http.get("/metrics").status_code == 200
+    finally:
+        release.set()
+    assert request.read_all().startswith(b"HTTP/1.1 200")

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.unit.gateway.conftest import MODEL_NAME, REPLY_TEXT, RunningGateway
 from tests.unit.gateway.fake_coordinator import FakeCoordinator
 
-MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_models_list(client: openai.OpenAI) -> None:
 def test_chat_completion_with_logprobs(client: openai.OpenAI, fake: FakeCoordinator) -> None:
     resp = client.chat.completions.create(
         model=MODEL_NAME,
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         logprobs=True,
         top_logprobs=2,
         seed=1,
@@ -48,7 +49,7 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
             model=MODEL_NAME,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
             max_completion_tokens=5,
@@ -90,12 +91,12 @@ def test_completion_stream(client: openai.OpenAI) -> None:
 
 def test_errors_map_to_openai_exceptions(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
-        client.chat.completions.create(model="gpt-5", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
     assert not_found.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(
             model=MODEL_NAME,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             temperature=7,
         )
     assert bad.value.param == "temperature"
@@ -112,7 +113,7 @@ def test_error_mid_stream_raises_in_the_client(
         list(
             client.chat.completions.create(
                 model=MODEL_NAME,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 stream=True,
             )
         )

@@ -114,7 +114,7 @@ def test_disconnect_mid_stream_aborts_every_sequence(
     body: dict[str, Any] = {"stream": True, "n": 2}
     body |= {"messages": MESSAGES} if path == CHAT else {"prompt": "x"}
     request = RawRequest(gateway.url, path, body)
-    assert b"data: " in request.read_some()
+    assert b"data: " in request.read_until(b"data: ")
     assert fake.wait_for(lambda: len(fake.generates) == 2)
     request.close()
     assert fake.wait_for(lambda: fake.aborted_ids() == set(fake.generate_ids()))

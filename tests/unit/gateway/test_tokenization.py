@@ -12,7 +12,7 @@ from services.gateway.tokenization import TemplateError, Tokenizer
 
 def test_chat_template_renders_with_generation_prompt(tokenizer: Tokenizer) -> None:
     ids = asyncio.run(tokenizer.encode_chat([{"role": "user", "content": "hi"}]))
-    text = tokenizer._hf.decode(ids)
+    text = str(tokenizer._hf.decode(ids))
     assert text.startswith("<|im_start|>system\n")
     assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
