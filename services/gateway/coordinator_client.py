@@ -150,6 +150,7 @@ class CoordinatorClient:
         if not request_ids:
             return
         try:
+            log.debug("aborting %s", request_ids)
             self._send(wire.Abort(request_ids=list(request_ids)))
         except CoordinatorUnavailable:
             log.warning("could not send Abort for %s: coordinator unavailable", request_ids)

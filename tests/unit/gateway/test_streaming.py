@@ -117,7 +117,8 @@ def test_disconnect_mid_stream_aborts_every_sequence(
     assert b"data: " in request.read_until(b"data: ")
     assert fake.wait_for(lambda: len(fake.generates) == 2)
     request.close()
-    assert fake.wait_for(lambda: fake.aborted_ids() == set(fake.generate_ids()))
+    ok = fake.wait_for(lambda: fake.aborted_ids() == set(fake.generate_ids()))
+    assert ok, (fake.aborted, fake.generate_ids(), fake._active.keys())
 
 
 def test_disconnect_before_first_token_aborts(
