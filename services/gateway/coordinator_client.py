@@ -39,8 +39,11 @@ class OutputStream:
 
     async def get(self) -> wire.RequestOutput:
         """Next output; an error output if nothing arrives within the request timeout."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+        # races with an arriving item, and a disconnected client's task must stop.
         try:
-            out = await asyncio.wait_for(self.queue.get(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                out = await self.queue.get()
         except TimeoutError:
             rid = next(iter(self.unfinished))
             out = wire.RequestOutput(
@@ -150,7 +153,6 @@ class CoordinatorClient:
         if not request_ids:
             return
         try:
-            log.debug("aborting %s", request_ids)
             self._send(wire.Abort(request_ids=list(request_ids)))
         except CoordinatorUnavailable:
             log.warning("could not send Abort for %s: coordinator unavailable", request_ids)
@@ -194,7 +196,8 @@ class CoordinatorClient:
         self._status_waiters[nonce] = fut
         try:
             self._send(wire.StatusQuery(nonce=nonce))
-            return await asyncio.wait_for(fut, timeout_s or self._status_timeout_s)
+            async with asyncio.timeout(timeout_s or self._status_timeout_s):
+                return await fut
         finally:
             self._status_waiters.pop(nonce, None)
 

@@ -91,7 +91,8 @@ class Generation:
         if self._stream is None:
             self.start()
         assert self._stream is not None
-        while not all(seq.finished for seq in self.sequences):
+        # Ends when every sequence finished, or early if close() aborted the rest.
+        while self._stream.unfinished:
             out = await self._stream.get()
             seq = self._by_id.get(out.request_id)
             if seq is None:

@@ -155,6 +155,7 @@ async def collect(gen: Generation, timer: RequestTimer) -> None:
 async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Response:
     """POST /v1/chat/completions and /v1/completions."""
     settings = gw.settings
+    timer = RequestTimer(gw.metrics)  # TTFT counts from arrival: queueing included
     key = authenticate(request.headers, settings.api_keys)
     body = await read_body(request, settings.max_body_bytes)
     req: ChatCompletionRequest | CompletionRequest = (
@@ -199,7 +200,6 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         )
         gw.metrics.prompt_tokens.inc(gen.prompt_tokens)
         meta = shapes.ResponseMeta(gen.request_id, int(time.time()), settings.model_name)
-        timer = RequestTimer(gw.metrics)
         gen.start()
         if req.stream:
             plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage())

@@ -9,7 +9,11 @@ from typing import TypeVar
 import pytest
 import zmq
 
-from services.gateway.coordinator_client import CoordinatorClient, CoordinatorUnavailable
+from services.gateway.coordinator_client import (
+    CoordinatorClient,
+    CoordinatorUnavailable,
+    OutputStream,
+)
 from shared import codec, wire
 from shared.settings import TransportSettings
 from tests.unit.gateway.fake_coordinator import FakeCoordinator
@@ -171,3 +175,21 @@ def test_malformed_frames_are_dropped_and_the_reader_keeps_going() -> None:
         # A long interval so only our query is on the wire.
         status = run_with(client_for(f"tcp://127.0.0.1:{port}", status_interval_s=60), body)
         assert status.ready and status.max_model_len == 64
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3])
+def test_cancelling_a_reader_is_never_swallowed_by_an_arriving_output(yields: int) -> None:
+    """A disconnected client's task must stop even if an output lands at the same moment."""
+
+    async def scenario() -> bool:
+        stream = OutputStream(client_for("tcp://127.0.0.1:1"), ["r-0"], timeout_s=30)
+        task = asyncio.create_task(stream.get())
+        await asyncio.sleep(0)  # the reader is now waiting on the queue
+        stream.queue.put_nowait(wire.RequestOutput("r-0", [1]))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        requested = task.cancel()  # False only if get() already returned
+        await asyncio.wait([task])
+        return task.cancelled() or not requested
+
+    assert asyncio.run(scenario())
