@@ -20,6 +20,7 @@ class StageRecord:
     last_seen: float
     state: str = "registered"  # registered -> configured -> (dead)
     num_blocks: int = 0
+    state_before_death: str = "registered"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -59,9 +60,12 @@ class Registry:
         return record
 
     def seen(self, name: str, now: float) -> StageRecord | None:
+        """Note a sign of life; a stage presumed dead that speaks again is revived."""
         record = self.stages.get(name)
         if record is not None:
             record.last_seen = now
+            if record.state == "dead":
+                record.state = record.state_before_death
         return record
 
     def expire(self, now: float, timeout: float) -> list[StageRecord]:
@@ -69,6 +73,7 @@ class Registry:
         newly_dead = []
         for record in self.stages.values():
             if record.state != "dead" and now - record.last_seen > timeout:
+                record.state_before_death = record.state
                 record.state = "dead"
                 newly_dead.append(record)
         return newly_dead

@@ -19,7 +19,7 @@ import zmq
 
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
-from services.coordinator.registry import Registry, RegistryError
+from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from shared import codec, wire
 from shared.engine_settings import EngineSettings
@@ -191,6 +191,16 @@ class CoordinatorServer:
             if record.state != "dead":
                 self._send(record.identity, wire.Heartbeat(name="coordinator", seq=int(now)))
 
+    def _maybe_recover(self, record: StageRecord) -> None:
+        """A chain stage presumed dead is heard from again: accept new requests again.
+
+        The requests that were in flight already ended with an error; the
+        scheduler's finished-request list tells every stage to drop them.
+        """
+        if all(r.state != "dead" for r in self.link.chain):
+            log.warning("stage %s is responding again; pipeline back in service", record.name)
+            self.link.failure = None
+
     def _maybe_start(self, announce: bool = False) -> None:
         chain = self.registry.chain()
         if chain is None:
@@ -235,7 +245,9 @@ class CoordinatorServer:
         elif isinstance(msg, wire.StatusQuery):
             self._send(identity, self.status(msg.nonce))
         elif isinstance(msg, wire.Heartbeat):
-            self.registry.seen(msg.name, now)
+            record = self.registry.seen(msg.name, now)
+            if record is not None and self.link.failure and record in self.link.chain:
+                self._maybe_recover(record)
         elif isinstance(msg, wire.Configured):
             self.registry.seen(msg.name, now)
             self.link.configured(msg)

@@ -62,6 +62,8 @@ class SamplingRequest(_Lenient):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # vLLM's extension: also return the generated token ids in each choice.
+    return_token_ids: bool | None = False
 
     def stop_strings(self) -> list[str]:
         """`stop` as a list without empty strings."""

@@ -72,6 +72,7 @@ class SequenceState:
         self._top_logprobs = top_logprobs
         self._pending: list[LogprobEntry] = []
         self.num_tokens = 0
+        self.token_ids: list[int] = []
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
         self.error: str | None = None
@@ -96,6 +97,7 @@ class SequenceState:
         if self.finished:
             return SeqDelta(self.index, "", 0)
         self.num_tokens += len(out.token_ids)
+        self.token_ids.extend(out.token_ids)
         new_entries = self._entries(out, len(self._stops.text))
         final = out.finish_reason is not None
         raw = self._detok.push(out.token_ids)

@@ -1,14 +1,16 @@
 """The stage process: registers with the coordinator, then runs steps from the chain.
 
-One thread owns every socket: the activation ROUTER (steps arrive here), the
-DEALER to the next stage, and the control DEALER to the coordinator (register,
-heartbeats and, on the last stage, step results).
+The main thread owns the activation ROUTER (steps arrive here), the DEALER to
+the next stage and the control DEALER to the coordinator (register, configure
+and, on the last stage, step results). A heartbeat thread with its own DEALER
+keeps telling the coordinator the process is alive while a long step computes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -69,7 +71,7 @@ class StageServer:
         self.control.connect(stage.coordinator)
         self.next: zmq.Socket | None = None  # type: ignore[type-arg]
         self.configured = False
-        self.heartbeat_seq = 0
+        self.stopping = threading.Event()
         self.last_heard = time.monotonic()
         self.pending_sends: list[zmq.MessageTracker] = []
         self.max_elements = transport.max_message_bytes
@@ -102,7 +104,8 @@ class StageServer:
             self.stage.coordinator,
         )
         last_register = 0.0
-        last_beat = time.monotonic()
+        beats = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beats.start()
         poller = zmq.Poller()
         poller.register(self.data, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -112,12 +115,6 @@ class StageServer:
             if not self.configured and now - last_register > REGISTER_RETRY_S:
                 self.control.send_multipart(codec.encode(register))
                 last_register = now
-            if self.configured and now - last_beat >= interval:
-                self.heartbeat_seq += 1
-                self.control.send_multipart(
-                    codec.encode(wire.Heartbeat(name=self.name, seq=self.heartbeat_seq))
-                )
-                last_beat = now
             if (
                 self.configured
                 and now - self.last_heard > interval * self.transport.heartbeat_misses
@@ -132,7 +129,20 @@ class StageServer:
             if self.data in events:
                 self._on_data(self.data.recv_multipart(copy=False))
 
+    def _heartbeats(self) -> None:
+        """Heartbeat thread: its own socket, so a long step never looks like a death."""
+        sock = make_socket(self.ctx, zmq.DEALER, self.transport)
+        sock.connect(self.stage.coordinator)
+        seq = 0
+        try:
+            while not self.stopping.wait(self.transport.heartbeat_interval_s):
+                seq += 1
+                sock.send_multipart(codec.encode(wire.Heartbeat(name=self.name, seq=seq)))
+        finally:
+            sock.close(linger=0)
+
     def close(self) -> None:
+        self.stopping.set()
         for sock in (self.data, self.control, self.next):
             if sock is not None:
                 sock.close()

@@ -69,3 +69,15 @@ def test_configured_stage_preferred_over_standby() -> None:
     r.add(b"b", reg("b", 15, 30), now=0)
     chain = r.chain()
     assert chain is not None and chain[0].name == "z-live"
+
+
+def test_dead_stage_that_speaks_again_is_revived() -> None:
+    r = Registry(30, FP)
+    a = r.add(b"a", reg("a", 0, 30), now=0)
+    a.state = "configured"
+    assert [d.name for d in r.expire(now=10, timeout=5)] == ["a"]
+    assert r.chain() is None
+    r.seen("a", now=11)
+    assert a.state == "configured"
+    chain = r.chain()
+    assert chain is not None and chain[0] is a

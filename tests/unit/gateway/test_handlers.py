@@ -230,3 +230,14 @@ def test_slow_tokenization_does_not_stall_the_event_loop(
     finally:
         release.set()
     assert request.read_all().startswith(b"HTTP/1.1 200")
+
+
+def test_return_token_ids_gives_the_generated_ids(
+    http: httpx.Client, fake: FakeCoordinator
+) -> None:
+    body = http.post(
+        COMPLETIONS, json={"prompt": [5, 6], "max_tokens": 3, "return_token_ids": True}
+    ).json()
+    assert body["choices"][0]["token_ids"] == fake.reply_tokens[:3]
+    plain = http.post(COMPLETIONS, json={"prompt": [5, 6], "max_tokens": 3}).json()
+    assert "token_ids" not in plain["choices"][0]
