@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -38,6 +39,7 @@ class PipelineLink:
         self._lock = threading.Lock()
         self._steps = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
+        self._sent_at: dict[int, float] = {}
         self._configured: dict[str, Future[wire.Configured]] = {}
         self.failure: str | None = None
         self.max_in_flight = 0
@@ -97,6 +99,7 @@ class PipelineLink:
         step_id = next(self._steps)
         with self._lock:
             self._pending[step_id] = future
+            self._sent_at[step_id] = time.monotonic()
             self.max_in_flight = max(self.max_in_flight, len(self._pending))
         assert self.first is not None
         step = wire.Step(step_id=step_id, plan=plan, tensors=[])
@@ -118,6 +121,7 @@ class PipelineLink:
     def resolve(self, result: wire.StepResult) -> None:
         with self._lock:
             future = self._pending.pop(result.step_id, None)
+            self._sent_at.pop(result.step_id, None)
         if future is None:
             return  # a step of a pipeline that has since failed
         if result.error:
@@ -125,6 +129,11 @@ class PipelineLink:
             future.set_exception(PipelineFailed(result.error))
         else:
             future.set_result(result)
+
+    def oldest_step_age(self, now: float) -> float:
+        """Seconds the oldest step in flight has waited for its result (0 if none)."""
+        with self._lock:
+            return now - min(self._sent_at.values()) if self._sent_at else 0.0
 
     def configured(self, reply: wire.Configured) -> None:
         with self._lock:
@@ -137,6 +146,7 @@ class PipelineLink:
         self.failure = reason
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._sent_at.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(PipelineFailed(reason))

@@ -79,9 +79,9 @@ class CoordinatorServer:
 
     def _send(self, identity: bytes, msg: msgspec.Struct) -> None:
         try:
-            self.router.send_multipart([identity, *codec.encode(msg)])
-        except zmq.ZMQError as err:  # EHOSTUNREACH: the peer is gone
-            log.debug("could not send %s to %r: %s", type(msg).__name__, identity, err)
+            self.router.send_multipart([identity, *codec.encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as err:  # EHOSTUNREACH: the peer is gone; EAGAIN: it is full
+            log.warning("could not send %s to %r: %s", type(msg).__name__, identity, err)
 
     def status(self, nonce: int) -> wire.Status:
         snap = self.host.snapshot if self.host is not None else {}
@@ -179,6 +179,14 @@ class CoordinatorServer:
         self.ctx.term()
 
     def _heartbeat(self, now: float) -> None:
+        age = self.link.oldest_step_age(now)
+        if age > self.settings.step_timeout_s:
+            log.error("a step got no result for %.0f s; failing requests in flight", age)
+            self.link.fail_all(
+                f"a pipeline step got no result within {self.settings.step_timeout_s:.0f} s "
+                "(LAYERBUS_STEP_TIMEOUT_S)"
+            )
+            self.link.failure = None  # the stages are alive; later requests may proceed
         timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
         for record in self.registry.expire(now, timeout):
             log.error("stage %s (layers %d:%d) stopped responding", record.name, *record.layers)

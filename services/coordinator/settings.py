@@ -15,4 +15,7 @@ class CoordinatorSettings(BaseSettings):
     configure_timeout_s: float = Field(
         300.0, description="seconds a stage may take to allocate its KV cache"
     )
+    step_timeout_s: float = Field(
+        300.0, description="a step with no result for this long fails its requests"
+    )
     served_model_name: str = Field("", description="model name in /status (default: folder)")

@@ -215,11 +215,11 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         await run_until_disconnect(request.receive, collect(gen, timer))
         use = shapes.usage(gen.prompt_tokens, gen.completion_tokens)
         build = shapes.chat_completion if chat else shapes.text_completion
-        body = build(meta, gen.sequences, top_logprobs is not None, use)
+        answer = build(meta, gen.sequences, top_logprobs is not None, use)
         if req.return_token_ids:
-            for choice, seq in zip(body["choices"], gen.sequences, strict=True):
+            for choice, seq in zip(answer["choices"], gen.sequences, strict=True):
                 choice["token_ids"] = list(seq.token_ids)
-        return OrjsonResponse(body)
+        return OrjsonResponse(answer)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     finally:

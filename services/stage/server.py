@@ -112,15 +112,14 @@ class StageServer:
         interval = self.transport.heartbeat_interval_s
         while True:
             now = time.monotonic()
-            if not self.configured and now - last_register > REGISTER_RETRY_S:
+            silent = now - self.last_heard > interval * self.transport.heartbeat_misses
+            if (not self.configured or silent) and now - last_register > REGISTER_RETRY_S:
+                if self.configured:
+                    # Keep serving: a coordinator that merely paused ignores this,
+                    # a restarted one learns about us again.
+                    log.warning("%s: coordinator silent; announcing again", self.name)
                 self.control.send_multipart(codec.encode(register))
                 last_register = now
-            if (
-                self.configured
-                and now - self.last_heard > interval * self.transport.heartbeat_misses
-            ):
-                log.warning("%s: coordinator silent; registering again", self.name)
-                self.configured = False
             events = dict(poller.poll(timeout=int(interval * 1000)))
             if self.control in events and self._on_control(
                 self.control.recv_multipart(copy=False)
@@ -207,7 +206,14 @@ class StageServer:
             log.warning("%s: dropped activation message: %s", self.name, err)
             return
         if not self.configured:
-            log.warning("%s: step %d before configure; dropped", self.name, header.step_id)
+            log.warning("%s: step %d before configure; refused", self.name, header.step_id)
+            refused = wire.StepResult(
+                step_id=header.step_id,
+                req_ids=[],
+                sampled_token_ids=[],
+                error=f"{self.name} received a step before its KV cache was configured",
+            )
+            self.control.send_multipart(codec.encode(refused))
             return
         for sent in self.pending_sends:
             sent.wait()
