@@ -14,7 +14,7 @@ from services.gateway.orjson_response import OrjsonResponse
 _TYPE_BY_STATUS: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
-    404: "not_found_error",
+    404: "invalid_request_error",  # as OpenAI answers an unknown model or route
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",

@@ -164,7 +164,7 @@ ERROR_CASES: list[tuple[str, str, Any, int, str, str | None, str | None]] = [
         CHAT,
         {"model": "gpt-4", "messages": MESSAGES},
         404,
-        "not_found_error",
+        "invalid_request_error",
         "model",
         "model_not_found",
     ),
