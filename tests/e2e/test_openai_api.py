@@ -274,8 +274,9 @@ def test_schemathesis_finds_no_server_error(
         model=model_path,
         layers=[(0, 30)],
         log_dir=tmp_path_factory.mktemp("fuzz"),
-        # Short context so that fuzzed requests stay short to generate.
-        env_extra={"LAYERBUS_MAX_MODEL_LEN": "128"},
+        # A short context and small n keep every fuzzed generation short.
+        env_extra={"LAYERBUS_MAX_MODEL_LEN": "64"},
+        gateway_args=["--max-n", "2"],
     )
     try:
         cluster.start()
@@ -283,8 +284,8 @@ def test_schemathesis_finds_no_server_error(
             str(Path(sys.executable).with_name("st")),
             "run", cluster.url + "/openapi.json",
             "--checks", "not_a_server_error",
-            "--max-examples", "40",
-            "--request-timeout", "120",
+            "--max-examples", "25",
+            "--request-timeout", "60",
             "--generation-deterministic",
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, timeout=1500)
