@@ -18,6 +18,7 @@ def make_server(settings: GatewaySettings) -> uvicorn.Server:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

@@ -70,6 +70,9 @@ class GatewaySettings(TransportSettings):
     )
     tokenizer_threads: int = Field(default=2, gt=0, description="threads for templating/tokenizing")
     log_level: str = Field(default="info", description="uvicorn log level")
+    access_log: bool = Field(
+        default=False, description="log every HTTP request (uvicorn access log)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
