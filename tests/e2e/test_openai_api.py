@@ -288,7 +288,8 @@ def test_schemathesis_finds_no_server_error(
             "--request-timeout", "60",
             "--generation-deterministic",
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, timeout=1500)
+        workdir = tmp_path_factory.mktemp("schemathesis")  # its cache goes here
+        proc = subprocess.run(cmd, capture_output=True, timeout=1500, cwd=workdir)
         out = proc.stdout.decode(errors="replace")
         assert proc.returncode == 0, out[-5000:]
     finally:
