@@ -21,7 +21,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.stage.layers import even_split
-from shared.engine_settings import EngineSettings
+from shared.engine_settings import EngineSettings, model_num_layers
 
 
 class ServeSettings(BaseSettings):
@@ -44,12 +44,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-def _num_layers(model: str) -> int:
-    with open(os.path.join(model, "config.json")) as f:
-        config = json.load(f)
-    return int(config.get("text_config", config)["num_hidden_layers"])
 
 
 def _get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -88,7 +82,7 @@ class Launcher:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.spawn("coordinator", ["coordinator", "--bind", coordinator], env)
-        ranges = even_split(_num_layers(model), serve.stages)
+        ranges = even_split(model_num_layers(model), serve.stages)
         threads = max(1, (os.cpu_count() or 1) // serve.stages)
         for start, end in ranges:
             stage_env = dict(env, LAYERBUS_STAGE_THREADS=str(threads))

@@ -47,6 +47,15 @@ class EngineSettings(BaseSettings):
         return str(prepare_default_model())
 
 
+def model_num_layers(model: str) -> int:
+    """Number of decoder layers, read from the model folder's config.json."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(model) / "config.json").read_text())
+    return int(config.get("text_config", config)["num_hidden_layers"])
+
+
 def build_vllm_config(
     engine: EngineSettings,
     *,

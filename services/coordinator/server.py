@@ -7,7 +7,6 @@ outgoing messages. It never blocks on the engine.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,18 +21,13 @@ from services.coordinator.pipeline import PipelineLink
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from shared import codec, wire
-from shared.engine_settings import EngineSettings
+from shared.engine_settings import EngineSettings, model_num_layers
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
 log = logging.getLogger("layerbus.coordinator")
 
 OUTBOX = "inproc://layerbus-coordinator-outbox"
-
-
-def _num_layers(model: str) -> int:
-    config = json.loads((Path(model) / "config.json").read_text())
-    return int(config.get("text_config", config)["num_hidden_layers"])
 
 
 class CoordinatorServer:
@@ -50,7 +44,7 @@ class CoordinatorServer:
         self.transport = transport
         self.model_path = engine.resolved_model()
         self.model_name = settings.served_model_name or Path(self.model_path).name
-        self.num_layers = _num_layers(self.model_path)
+        self.num_layers = model_num_layers(self.model_path)
         self.registry = Registry(self.num_layers, engine.fingerprint())
         self.ctx = zmq.Context()
         self.router = make_socket(self.ctx, zmq.ROUTER, transport)

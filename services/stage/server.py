@@ -20,7 +20,7 @@ from services.stage.layers import local_partition, parse_layers
 from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
 from shared import codec, wire
-from shared.engine_settings import EngineSettings, build_vllm_config
+from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
 from shared.kv_codec import decode_kv, encode_kv
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
@@ -30,15 +30,6 @@ from shared.tensor_frames import frames_to_tensors, tensors_to_frames
 log = logging.getLogger("layerbus.stage")
 
 REGISTER_RETRY_S = 3.0
-
-
-def _num_layers(model: str) -> int:
-    import json
-    from pathlib import Path
-
-    config = json.loads((Path(model) / "config.json").read_text())
-    text_config = config.get("text_config", config)
-    return int(text_config["num_hidden_layers"])
 
 
 class StageServer:
@@ -51,7 +42,7 @@ class StageServer:
         self.engine = engine
         self.transport = transport
         model = engine.resolved_model()
-        self.num_layers = _num_layers(model)
+        self.num_layers = model_num_layers(model)
         self.start, self.end = parse_layers(stage.layers, self.num_layers)
         self.name = stage.name or f"stage-{self.start}-{self.end}"
         part = local_partition(self.start, self.end, self.num_layers)
@@ -121,9 +112,7 @@ class StageServer:
                 self.control.send_multipart(codec.encode(register))
                 last_register = now
             events = dict(poller.poll(timeout=int(interval * 1000)))
-            if self.control in events and self._on_control(
-                self.control.recv_multipart(copy=False)
-            ):
+            if self.control in events and self._on_control(self.control.recv_multipart(copy=False)):
                 return
             if self.data in events:
                 self._on_data(self.data.recv_multipart(copy=False))
