@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 
@@ -27,10 +28,16 @@ def test_metrics_count_requests_tokens_errors_and_ttft(
     fake.fail_with = "boom"
     http.post("/v1/completions", json={"prompt": "x", "stream": True})
 
-    r = http.get("/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    text = r.text
     p = "layerbus_gateway"
+    # A stream's bookkeeping finishes just after its last byte; wait (bounded) for it.
+    for _ in range(200):
+        r = http.get("/metrics")
+        text = r.text
+        settled = sample(text, f"{p}_requests_running") == 0
+        if settled and sample(text, f"{p}_errors_total", 'status="503"') == 1:
+            break
+        time.sleep(0.025)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     chat = 'route="/v1/chat/completions",status="200"'
     assert sample(text, f"{p}_requests_total", chat) == 1
     assert sample(text, f"{p}_requests_total", 'route="/v1/completions",status="200"') == 2
