@@ -203,11 +203,11 @@ def test_disconnect_mid_stream_frees_kv_blocks(two_stages: Cluster) -> None:
         httpx.Client(timeout=60) as client,
         client.stream("POST", two_stages.url + "/v1/completions", json=body) as resp,
     ):
+        # Keep the line iterator referenced: a closed iterator closes the response.
+        lines = resp.iter_lines()
         chunks = 0
-        for line in resp.iter_lines():
-            chunks += line.startswith("data: ")
-            if chunks >= 5:
-                break
+        while chunks < 5:
+            chunks += next(lines).startswith("data: ")
         during = coordinator_state(two_stages.url)
         assert during["running"] == 1 and during["free"] < before["free"]
         closed = time.monotonic()
