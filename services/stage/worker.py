@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import tempfile
 from typing import Any
 
 import torch
@@ -19,10 +19,10 @@ import torch
 from services.stage.layers import LocalPartition
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _private_init_method() -> str:
+    """A file rendezvous for this process's world of one: no port to race for."""
+    folder = tempfile.mkdtemp(prefix="layerbus-stage-")
+    return f"file://{folder}/torch-dist-init"
 
 
 def _install_pipeline_rank(part: LocalPartition) -> None:
@@ -57,7 +57,7 @@ class StageWorker:
                     "vllm_config": vllm_config,
                     "local_rank": 0,
                     "rank": 0,
-                    "distributed_init_method": f"tcp://127.0.0.1:{_free_port()}",
+                    "distributed_init_method": _private_init_method(),
                     "is_driver_worker": True,
                 }
             ]
