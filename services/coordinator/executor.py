@@ -25,6 +25,21 @@ def _done(value: Any) -> Future[Any]:
     return future
 
 
+def _mapped(source: Future[Any], convert: Callable[[Any], Any]) -> Future[Any]:
+    """A future resolving to convert(source's result), or to source's exception."""
+    target: Future[Any] = Future()
+
+    def settle(done: Future[Any]) -> None:
+        error = done.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(convert(done.result()))
+
+    source.add_done_callback(settle)
+    return target
+
+
 class PipelineExecutor(Executor):
     """Drives the stage chain; instantiated by EngineCore on the engine thread."""
 
@@ -86,36 +101,14 @@ class PipelineExecutor(Executor):
     def execute_model(  # type: ignore[override]
         self, scheduler_output: Any, non_block: bool = False
     ) -> Any:
-        try:
-            plan = plan_from_scheduler_output(scheduler_output)
-        except UnsupportedPlan:
-            raise
-        sent = self.link.submit(plan)
-        result: Future[Any] = Future()
-
-        def convert(done: Future[Any]) -> None:
-            error = done.exception()
-            if error is not None:
-                result.set_exception(error)
-            else:
-                result.set_result(runner_output_from_result(done.result()))
-
-        sent.add_done_callback(convert)
+        sent = self.link.submit(plan_from_scheduler_output(scheduler_output))
         if scheduler_output.total_num_scheduled_tokens == 0:
             # EngineCore samples nothing for an empty step and takes this future
             # as its output; the plan still travels so stages see finished requests.
             self._last_sample = None
-            empty: Future[Any] = Future()
-
-            def settle(done: Future[Any]) -> None:
-                error = done.exception()
-                if error is not None:
-                    empty.set_exception(error)
-                else:
-                    empty.set_result(EMPTY_MODEL_RUNNER_OUTPUT)
-
-            result.add_done_callback(settle)
+            empty = _mapped(sent, lambda _: EMPTY_MODEL_RUNNER_OUTPUT)
             return empty if non_block else empty.result()
+        result = _mapped(sent, runner_output_from_result)
         self._last_sample = result
         return _done(None) if non_block else None
 
