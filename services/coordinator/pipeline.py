@@ -141,9 +141,10 @@ class PipelineLink:
         if future is not None and not future.done():
             future.set_result(reply)
 
-    def fail_all(self, reason: str) -> None:
-        """Fail every step in flight (a stage died or errored)."""
-        self.failure = reason
+    def fail_all(self, reason: str, broken: bool = True) -> None:
+        """Fail every step in flight; broken also refuses new steps until recovery."""
+        if broken:
+            self.failure = reason
         with self._lock:
             pending, self._pending = self._pending, {}
             self._sent_at.clear()

@@ -176,11 +176,12 @@ class CoordinatorServer:
         age = self.link.oldest_step_age(now)
         if age > self.settings.step_timeout_s:
             log.error("a step got no result for %.0f s; failing requests in flight", age)
+            # The stages are alive (heartbeats), so later requests may proceed.
             self.link.fail_all(
                 f"a pipeline step got no result within {self.settings.step_timeout_s:.0f} s "
-                "(LAYERBUS_STEP_TIMEOUT_S)"
+                "(LAYERBUS_STEP_TIMEOUT_S)",
+                broken=False,
             )
-            self.link.failure = None  # the stages are alive; later requests may proceed
         timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
         for record in self.registry.expire(now, timeout):
             log.error("stage %s (layers %d:%d) stopped responding", record.name, *record.layers)

@@ -184,6 +184,13 @@ class StageServer:
 
     # ------------------------------------------------------------ data
 
+    def _fail_step(self, step_id: int, error: str) -> None:
+        """Tell the coordinator this step failed, so its requests end instead of hanging."""
+        failed = wire.StepResult(
+            step_id=step_id, req_ids=[], sampled_token_ids=[], error=f"{self.name}: {error}"
+        )
+        self.control.send_multipart(codec.encode(failed))
+
     def _on_data(self, frames: list[Any]) -> None:
         # frames[0] is the ROUTER identity of the upstream hop.
         try:
@@ -196,13 +203,7 @@ class StageServer:
             return
         if not self.configured:
             log.warning("%s: step %d before configure; refused", self.name, header.step_id)
-            refused = wire.StepResult(
-                step_id=header.step_id,
-                req_ids=[],
-                sampled_token_ids=[],
-                error=f"{self.name} received a step before its KV cache was configured",
-            )
-            self.control.send_multipart(codec.encode(refused))
+            self._fail_step(header.step_id, "received a step before its KV cache was configured")
             return
         for sent in self.pending_sends:
             sent.wait()
@@ -212,13 +213,7 @@ class StageServer:
             out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
-            failed = wire.StepResult(
-                step_id=header.step_id,
-                req_ids=[],
-                sampled_token_ids=[],
-                error=f"{self.name}: {type(err).__name__}: {err}",
-            )
-            self.control.send_multipart(codec.encode(failed))
+            self._fail_step(header.step_id, f"{type(err).__name__}: {err}")
             return
         if self.worker.is_last:
             result = result_from_runner_output(header.step_id, runner_output)
