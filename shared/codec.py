@@ -21,6 +21,8 @@ _TAGS: dict[type[msgspec.Struct], bytes] = {
     wire.Configured: b"\x22",
     wire.Heartbeat: b"\x23",
     wire.Shutdown: b"\x24",
+    wire.Reset: b"\x25",
+    wire.Leave: b"\x26",
     wire.Step: b"\x30",
     wire.StepResult: b"\x31",
 }

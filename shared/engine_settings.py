@@ -62,6 +62,7 @@ def build_vllm_config(
     pipeline_size: int,
     executor: Any = None,
     kv_cache_bytes: int | None = None,
+    scheduler_cls: Any = None,
 ) -> Any:
     """A VllmConfig for this engine shape (vLLM imported lazily: it is slow)."""
     from vllm.engine.arg_utils import EngineArgs
@@ -79,6 +80,7 @@ def build_vllm_config(
         seed=engine.seed,
         pipeline_parallel_size=pipeline_size,
         distributed_executor_backend=executor,
+        scheduler_cls=scheduler_cls,
         kv_cache_memory_bytes=kv_cache_bytes,
         async_scheduling=False,
         skip_tokenizer_init=True,

@@ -7,6 +7,9 @@ output, speculative decoding) is refused with an error naming the feature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 import numpy as np
 from vllm.sampling_params import SamplingParams
@@ -40,8 +43,14 @@ def _check_supported(so: SchedulerOutput) -> None:
         raise UnsupportedPlan(f"layerbus pipelines do not support: {', '.join(bad)}")
 
 
-def plan_from_scheduler_output(so: SchedulerOutput) -> wire.StepPlan:
-    """Coordinator side: SchedulerOutput -> StepPlan."""
+def plan_from_scheduler_output(
+    so: SchedulerOutput, requests: Mapping[str, Any] | None = None
+) -> wire.StepPlan:
+    """Coordinator side: SchedulerOutput -> StepPlan.
+
+    `requests` (the scheduler's Request objects) lets resumed requests carry
+    what a stage that never saw them needs to take them up.
+    """
     _check_supported(so)
     new = [
         wire.NewRequestPlan(
@@ -56,11 +65,25 @@ def plan_from_scheduler_output(so: SchedulerOutput) -> wire.StepPlan:
         for r in so.scheduled_new_reqs
     ]
     c = so.scheduled_cached_reqs
+    resumed = []
+    for rid in sorted(c.resumed_req_ids):
+        request = None if requests is None else requests.get(rid)
+        if request is not None:
+            resumed.append(
+                wire.ResumedRequestPlan(
+                    req_id=rid,
+                    prompt_token_ids=list(request.prompt_token_ids or []),
+                    sampling_params=_SP_ENCODER.encode(request.sampling_params),
+                    output_token_ids=list(request.output_token_ids),
+                )
+            )
     cached = wire.CachedRequestsPlan(
         req_ids=list(c.req_ids),
         resumed_req_ids=sorted(c.resumed_req_ids),
         new_token_ids=[list(t) for t in c.new_token_ids],
-        all_token_ids={k: list(v) for k, v in c.all_token_ids.items()},
+        # Only async scheduling reads whole histories on the stages; ours is
+        # synchronous, so the plan carries what changed and never the history.
+        all_token_ids={},
         new_block_ids=[None if b is None else [list(g) for g in b] for b in c.new_block_ids],
         num_computed_tokens=list(c.num_computed_tokens),
         num_output_tokens=list(c.num_output_tokens),
@@ -77,6 +100,7 @@ def plan_from_scheduler_output(so: SchedulerOutput) -> wire.StepPlan:
         scheduled_spec_decode_tokens={
             k: list(v) for k, v in so.scheduled_spec_decode_tokens.items()
         },
+        resumed_requests=resumed,
     )
 
 
@@ -125,6 +149,21 @@ def scheduler_output_from_plan(plan: wire.StepPlan) -> SchedulerOutput:
         num_common_prefix_blocks=plan.num_common_prefix_blocks,
         new_block_ids_to_zero=plan.new_block_ids_to_zero,
     )
+
+
+Resumed = tuple[str, list[int], SamplingParams, list[int]]
+
+
+def resumed_from_plan(plan: wire.StepPlan) -> list[Resumed]:
+    """Stage side: (req_id, prompt, sampling params, output tokens) of resumed requests."""
+    out = []
+    for r in plan.resumed_requests:
+        try:
+            params = _SP_DECODER.decode(r.sampling_params)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise wire.WireError(f"bad sampling params for {r.req_id}: {err}") from None
+        out.append((r.req_id, r.prompt_token_ids, params, r.output_token_ids))
+    return out
 
 
 def result_from_runner_output(step_id: int, out: ModelRunnerOutput) -> wire.StepResult:

@@ -106,6 +106,12 @@ class StageStatus(msgspec.Struct):
     last_heartbeat_age_s: float
     layers_loaded: list[int] = []
     other_parameters: list[str] = []
+    role: str = "standby"  # "active" (in the current chain) or "standby"
+    pid: int = 0
+    steps: int = 0
+    busy_s: float = 0.0
+    recent_step_ms: float = 0.0
+    num_requests: int = 0
 
 
 class Status(msgspec.Struct):
@@ -125,6 +131,13 @@ class Status(msgspec.Struct):
     steps: int = 0
     coordinator_parameters: int = 0
     detail: str = ""
+    incarnation: str = ""
+    generation: int = 0
+    micro_batches: int = 0
+    micro_batch_sizes: list[int] = []
+    batches_in_flight: int = 0
+    empty_steps: int = 0
+    recoveries: int = 0
 
 
 # ------------------------------------------------------------------ stage side
@@ -161,6 +174,8 @@ class Configure(msgspec.Struct):
     next_address: str
     stage_index: int
     num_stages: int
+    generation: int = 0
+    live_request_ids: list[str] = []  # the stage drops every other request it holds
 
 
 class Configured(msgspec.Struct):
@@ -172,10 +187,30 @@ class Configured(msgspec.Struct):
 
 
 class Heartbeat(msgspec.Struct):
-    """Either direction: the sender is alive."""
+    """Either direction: the sender is alive (stages add their work counters)."""
 
     name: str
     seq: int
+    pid: int = 0
+    steps: int = 0
+    busy_s: float = 0.0
+    recent_step_ms: float = 0.0
+    num_requests: int = 0
+    generation: int = 0
+
+
+class Reset(msgspec.Struct):
+    """Coordinator -> stage: leave the chain, drop every request, wait as a standby."""
+
+    generation: int
+
+
+class Leave(msgspec.Struct):
+    """Stage -> coordinator: this stage is shutting down; hand its work over now."""
+
+    name: str
+    pid: int
+    reason: str
 
 
 class Shutdown(msgspec.Struct):
@@ -204,6 +239,15 @@ class NewRequestPlan(msgspec.Struct, omit_defaults=True):
     replay_start: int = 0
 
 
+class ResumedRequestPlan(msgspec.Struct):
+    """A request resumed after preemption or a chain rebuild, for a stage that never saw it."""
+
+    req_id: str
+    prompt_token_ids: list[int]
+    sampling_params: bytes  # msgspec-encoded vllm SamplingParams (typed decode)
+    output_token_ids: list[int]
+
+
 class CachedRequestsPlan(msgspec.Struct):
     """Requests the stages already hold (vLLM CachedRequestData)."""
 
@@ -228,6 +272,7 @@ class StepPlan(msgspec.Struct, omit_defaults=True):
     num_common_prefix_blocks: list[int] = []
     new_block_ids_to_zero: list[int] | None = None
     scheduled_spec_decode_tokens: dict[str, list[int]] = {}
+    resumed_requests: list[ResumedRequestPlan] = []
 
 
 class Step(msgspec.Struct):
@@ -236,6 +281,7 @@ class Step(msgspec.Struct):
     step_id: int
     plan: StepPlan
     tensors: list[TensorMeta]
+    generation: int = 0
 
 
 class SampledLogprobs(msgspec.Struct, array_like=True):
@@ -255,3 +301,4 @@ class StepResult(msgspec.Struct, omit_defaults=True):
     sampled_token_ids: list[list[int]]
     logprobs: SampledLogprobs | None = None
     error: str = ""
+    generation: int = 0

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 
 from services.coordinator.executor import PipelineExecutor
-from services.coordinator.pipeline import PipelineLink
+from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
+from services.coordinator.scheduler import MicroBatchScheduler
 from shared import wire
 from shared.engine_settings import EngineSettings, build_vllm_config
 
@@ -81,7 +82,13 @@ def count_module_parameters() -> int:
 
 
 class EngineHost:
-    """Owns EngineCore; runs on its own thread and never touches the ROUTER socket."""
+    """Owns EngineCore; runs on its own thread and never touches the ROUTER socket.
+
+    States: starting -> serving <-> recovering (a chain stage died: every
+    running request is preempted, the chain is rebuilt from live stages and
+    the requests recompute) -> unavailable (no chain within the recovery
+    timeout: requests fail, new ones are refused until a chain exists).
+    """
 
     def __init__(
         self,
@@ -89,31 +96,42 @@ class EngineHost:
         link: PipelineLink,
         send: Send,
         configure_timeout_s: float,
+        micro_batches: int = 0,
+        recovery_timeout_s: float = 60.0,
     ) -> None:
         self.engine_settings = engine
         self.link = link
         self.send = send
         self.configure_timeout_s = configure_timeout_s
+        self.recovery_timeout_s = recovery_timeout_s
+        self.micro_batches = micro_batches or len(link.chain)
         self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
         self.owner: dict[str, bytes] = {}
         self.prompt_len: dict[str, int] = {}
         self.ready = threading.Event()
         self.error: str | None = None
         self.stopping = threading.Event()
-        self.snapshot: dict[str, int] = {}
+        self.snapshot: dict[str, Any] = {}
         self.max_model_len = engine.max_model_len
         self.core: Any = None
         self.coordinator_parameters = 0
+        self.state = "starting"
+        self.recoveries = 0
 
     # ------------------------------------------------------------ start-up
 
     def start_engine(self) -> None:
+        from collections import deque
+
         from vllm.v1.engine.core import EngineCore
 
         chain = self.link.chain
         executor = PipelineExecutor.bind(self.link, self.configure_timeout_s)
         config = build_vllm_config(
-            self.engine_settings, pipeline_size=len(chain), executor=executor
+            self.engine_settings,
+            pipeline_size=len(chain),
+            executor=executor,
+            scheduler_cls=MicroBatchScheduler.bind(self.micro_batches),
         )
         self.max_model_len = config.model_config.max_model_len
         self.generation_config = config.model_config.get_diff_sampling_param()
@@ -122,16 +140,22 @@ class EngineHost:
         if eos is None:
             eos = getattr(hf, "eos_token_id", None)
         self.eos = eos[0] if isinstance(eos, list) else eos
-        self.core = EngineCore(config, executor_class=executor, log_stats=True)
+        core = EngineCore(config, executor_class=executor, log_stats=True)
+        # One step in flight per micro-batch (vLLM sizes the queue by stages).
+        core.batch_queue_size = self.micro_batches
+        core.batch_queue = deque(maxlen=self.micro_batches) if self.micro_batches > 1 else None
+        core.step_fn = core.step if core.batch_queue is None else core.step_with_batch_queue
+        core.model_executor.requests = core.scheduler.requests  # type: ignore[attr-defined]
+        self.core = core
         log.info(
-            "engine ready: %d stages, %d KV blocks, %d micro-batches in flight at most",
+            "engine ready: %d stages, %d KV blocks, %d micro-batches",
             len(chain),
             config.cache_config.num_gpu_blocks,
-            config.max_concurrent_batches,
+            self.micro_batches,
         )
 
     def run(self) -> None:
-        """Thread body: start EngineCore, then loop over commands and steps."""
+        """Thread body: start EngineCore, then loop; an unexpected error is never silent."""
         try:
             self.start_engine()
         except Exception as err:
@@ -140,10 +164,22 @@ class EngineHost:
             self.ready.set()
             return
         self.coordinator_parameters = count_module_parameters()
+        self.state = "serving"
         self._update_snapshot()
         self.ready.set()
+        try:
+            self._loop()
+        except Exception as err:  # a bug: say so, turn /health to 503, fail requests
+            log.exception("the engine thread stopped")
+            self.error = f"engine thread stopped: {type(err).__name__}: {err}"
+            self._fail_requests(list(self.owner), self.error)
+
+    def _loop(self) -> None:
         core = self.core
         while not self.stopping.is_set():
+            if self.link.broken is not None:
+                self._recover()
+                continue
             busy = core.scheduler.has_requests() or bool(core.batch_queue)
             self._drain_commands(block=not busy)
             if not (core.scheduler.has_requests() or core.batch_queue):
@@ -151,12 +187,77 @@ class EngineHost:
             try:
                 outputs, executed = core.step_fn()
                 core.post_step(executed)
+            except ChainBroken:
+                continue  # _recover() runs at the top of the loop
             except Exception as err:
                 self._fail_everything(f"{type(err).__name__}: {err}")
                 continue
             if outputs:
                 self._publish(outputs)
             self._update_snapshot()
+
+    # ------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        """Rebuild the chain from live stages; running requests resume by recompute."""
+        reason = self.link.broken
+        self.state = "recovering"
+        self.recoveries += 1
+        log.warning("pipeline broken (%s); rebuilding the chain", reason)
+        core = self.core
+        if core.batch_queue:
+            core.batch_queue.clear()
+        core.scheduler.restart_all()
+        self._update_snapshot()
+        deadline = time.monotonic() + self.recovery_timeout_s
+        survivors = [r for r in self.link.chain if r.state != "dead"]
+        self.link.request_chain()
+        timed_out = False
+        while not self.stopping.is_set():
+            self._drain_commands(block=True)
+            chain = self.link.take_offer()
+            if chain is not None:
+                names = " -> ".join(r.name for r in chain)
+                try:
+                    self.link.broken = None
+                    self.link.reconfigure(
+                        chain, self.configure_timeout_s, list(core.scheduler.requests)
+                    )
+                except PipelineFailed as err:
+                    log.error("could not rebuild the chain %s: %s", names, err)
+                    self.link.broken = str(err)
+                    self.link.request_chain()
+                    continue
+                if self.link.broken is not None:
+                    continue  # a stage of the new chain died while configuring
+                log.warning(
+                    "chain rebuilt (generation %d): %s; %d requests resume",
+                    self.link.generation,
+                    names,
+                    len(core.scheduler.requests),
+                )
+                self.state = "serving"
+                self._update_snapshot()
+                return
+            if not timed_out and time.monotonic() > deadline:
+                timed_out = True
+                missing = ", ".join(
+                    f"{a}:{b}" for a, b in sorted(self.link.kv_configs)
+                    if not any(r.layers == (a, b) for r in survivors)
+                )
+                message = (
+                    f"pipeline unavailable: no stage for layers {missing or '?'} joined within "
+                    f"{self.recovery_timeout_s:.0f} s (LAYERBUS_RECOVERY_TIMEOUT_S); "
+                    "start a stage for those layers"
+                )
+                log.error("%s", message)
+                self.link.failure = message
+                self.state = "unavailable"
+                rids = list(self.owner)
+                if rids:
+                    core.abort_requests(rids)
+                self._fail_requests(rids, message)
+                self._update_snapshot()
 
     # ------------------------------------------------------------ commands
 
@@ -178,7 +279,8 @@ class EngineHost:
         if isinstance(msg, wire.Generate):
             self._add(identity, msg)
         elif isinstance(msg, wire.Abort):
-            known = [rid for rid in msg.request_ids if rid in self.owner]
+            # Only the gateway that submitted a request may abort it.
+            known = [rid for rid in msg.request_ids if self.owner.get(rid) == identity]
             if known:
                 self.core.abort_requests(known)
                 for rid in known:
@@ -200,7 +302,7 @@ class EngineHost:
                 f"({msg.sampling.max_tokens}) exceeds max_model_len={self.max_model_len}"
             )
         elif self.link.failure is not None:
-            error = f"pipeline unavailable: {self.link.failure}"
+            error = self.link.failure
         if error is None:
             try:
                 params = sampling_params(msg.sampling, self.generation_config, self.eos)
@@ -217,8 +319,8 @@ class EngineHost:
                 )
                 req, wave = self.core.preprocess_add_request(request)
                 self.core.add_request(req, wave)
-            except (ValueError, TypeError) as err:
-                error = str(err)
+            except Exception as err:  # a bad request must never stop the engine
+                error = f"invalid request: {err}"
         if error is not None:
             out = wire.RequestOutput(
                 request_id=rid, token_ids=[], finish_reason="error", error=error
@@ -264,12 +366,19 @@ class EngineHost:
             self.core.abort_requests(rids)
         if self.core.batch_queue:
             self.core.batch_queue.clear()
+        self.core.scheduler.micro.reset_flight()
+        self._fail_requests(rids, reason)
+
+    def _fail_requests(self, rids: list[str], reason: str) -> None:
         by_owner: dict[bytes, list[wire.RequestOutput]] = {}
         for rid in rids:
+            identity = self.owner.get(rid)
+            if identity is None:
+                continue
             item = wire.RequestOutput(
                 request_id=rid, token_ids=[], finish_reason="error", error=reason
             )
-            by_owner.setdefault(self.owner[rid], []).append(item)
+            by_owner.setdefault(identity, []).append(item)
             self._forget(rid)
         for identity, items in by_owner.items():
             self.send(identity, wire.Outputs(items=items))
@@ -277,12 +386,19 @@ class EngineHost:
     def _update_snapshot(self) -> None:
         sched = self.core.scheduler
         pool = sched.kv_cache_manager.block_pool
+        in_flight, busy = self.link.in_flight()
         self.snapshot = {
             "num_total_blocks": int(pool.num_gpu_blocks) - 1,
             "num_free_blocks": int(pool.get_num_free_blocks()),
             "num_running": len(sched.running),
             "num_waiting": len(sched.waiting),
             "max_batches_in_flight": self.link.max_in_flight,
+            "batches_in_flight": busy,
             "steps": self.link.steps_sent,
+            "empty_steps": self.link.empty_steps_sent,
+            "micro_batches": self.micro_batches,
+            "micro_batch_sizes": sched.micro_batch_sizes(),
+            "generation": self.link.generation,
+            "recoveries": self.recoveries,
             "coordinator_parameters": self.coordinator_parameters,
         }

@@ -7,7 +7,7 @@ specs and capacity come from the stages' registrations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -33,8 +33,11 @@ def _mapped(source: Future[Any], convert: Callable[[Any], Any]) -> Future[Any]:
         error = done.exception()
         if error is not None:
             target.set_exception(error)
-        else:
+            return
+        try:
             target.set_result(convert(done.result()))
+        except Exception as err:  # a result that cannot be converted fails its step
+            target.set_exception(err)
 
     source.add_done_callback(settle)
     return target
@@ -57,6 +60,8 @@ class PipelineExecutor(Executor):
     def _init_executor(self) -> None:
         self._last_sample: Future[Any] | None = None
         self._kv_layout = ""
+        # The scheduler's requests, set by the engine host once EngineCore exists.
+        self.requests: Mapping[str, Any] | None = None
 
     # ------------------------------------------------------------ start-up
 
@@ -101,7 +106,7 @@ class PipelineExecutor(Executor):
     def execute_model(  # type: ignore[override]
         self, scheduler_output: Any, non_block: bool = False
     ) -> Any:
-        sent = self.link.submit(plan_from_scheduler_output(scheduler_output))
+        sent = self.link.submit(plan_from_scheduler_output(scheduler_output, self.requests))
         if scheduler_output.total_num_scheduled_tokens == 0:
             # EngineCore samples nothing for an empty step and takes this future
             # as its output; the plan still travels so stages see finished requests.
@@ -127,8 +132,9 @@ class PipelineExecutor(Executor):
         return None
 
     def check_health(self) -> None:
-        if self.link.failure is not None:
-            raise PipelineFailed(self.link.failure)
+        failure = self.link.failure or self.link.broken
+        if failure is not None:
+            raise PipelineFailed(failure)
 
     def shutdown(self) -> None:
         self.link.close()

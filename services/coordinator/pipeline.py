@@ -1,16 +1,20 @@
 """The coordinator's end of the stage chain: sends step plans, matches results to steps.
 
-The engine thread calls submit() and configure(); the I/O thread calls
-resolve(), configured() and fail_all(). A lock guards the shared maps.
+Each chain the coordinator builds gets a new generation number; every step
+and every result carries it, so a stage that comes back after being declared
+dead can never deliver a stale result. The engine thread calls submit(),
+configure() and attach(); the I/O thread calls resolve(), configured(),
+break_chain() and offer(). A lock guards the shared maps.
 """
 
 from __future__ import annotations
 
-import itertools
+import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -21,10 +25,21 @@ from shared.sockets import make_socket
 
 
 class PipelineFailed(RuntimeError):
-    """A stage died or failed a step; the affected requests end with this message."""
+    """A stage failed a step, or no chain could be built; the affected requests end."""
 
 
-SendToStage = Callable[[bytes, wire.Configure], None]
+class ChainBroken(PipelineFailed):
+    """A stage of the chain died; in-flight steps are lost and the chain must be rebuilt."""
+
+
+SendToStage = Callable[[bytes, Any], None]
+
+
+@dataclass
+class _Pending:
+    future: Future[Any]
+    sent_at: float
+    tokens: int
 
 
 class PipelineLink:
@@ -36,34 +51,51 @@ class PipelineLink:
         self.first: zmq.Socket | None = None  # type: ignore[type-arg]
         self.chain: list[Any] = []
         self.send_to_stage: SendToStage | None = None
+        # Random start: a restarted coordinator never reuses a generation a stage knows.
+        self.generation = random.randrange(1, 1 << 40)
         self._lock = threading.Lock()
-        self._steps = itertools.count(1)
-        self._pending: dict[int, Future[Any]] = {}
-        self._sent_at: dict[int, float] = {}
+        self._next_step = 1
+        self._pending: dict[int, _Pending] = {}
         self._configured: dict[str, Future[wire.Configured]] = {}
-        self.failure: str | None = None
+        self.kv_configs: dict[tuple[int, int], Any] = {}
+        self.kv_layout = ""
+        self.failure: str | None = None  # no chain within the recovery timeout
+        self.broken: str | None = None  # a chain stage died: rebuild and resume
+        self.wants_chain = False
+        self._offer: list[Any] | None = None
         self.max_in_flight = 0
         self.steps_sent = 0
+        self.empty_steps_sent = 0
 
     # ------------------------------------------------------------ engine thread
 
     def attach(self, chain: list[Any], send_to_stage: SendToStage) -> None:
-        """Adopt an ordered chain of StageRecords and connect to its first stage."""
-        self.chain = chain
+        """Adopt an ordered chain of StageRecords under a new generation."""
+        with self._lock:
+            self.chain = list(chain)
+            self.generation += 1
         self.send_to_stage = send_to_stage
         if self.first is not None:
-            self.first.close()
+            self.first.close(linger=0)
         self.first = make_socket(self.ctx, zmq.DEALER, self.transport)
         self.first.connect(chain[0].info.data_address)
         self.failure = None
 
-    def configure(self, configs: list[Any], layout: str, timeout: float) -> None:
+    def configure(
+        self,
+        configs: list[Any],
+        layout: str,
+        timeout: float,
+        live_request_ids: list[str] | None = None,
+    ) -> None:
         """Send each stage its KV cache config and wait until all have allocated it."""
         from shared.kv_codec import encode_kv
 
         assert self.send_to_stage is not None
+        self.kv_layout = layout
         waits = []
         for index, (record, config) in enumerate(zip(self.chain, configs, strict=True)):
+            self.kv_configs[record.layers] = config
             future: Future[wire.Configured] = Future()
             with self._lock:
                 self._configured[record.name] = future
@@ -74,12 +106,15 @@ class PipelineLink:
                 next_address=nxt,
                 stage_index=index,
                 num_stages=len(self.chain),
+                generation=self.generation,
+                live_request_ids=list(live_request_ids or []),
             )
             self.send_to_stage(record.identity, msg)
             waits.append((record, future))
+        deadline = time.monotonic() + timeout
         for record, future in waits:
             try:
-                reply = future.result(timeout=timeout)
+                reply = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise PipelineFailed(
                     f"{record.name} did not allocate its KV cache within {timeout:.0f} s; "
@@ -90,50 +125,93 @@ class PipelineLink:
             record.state = "configured"
             record.num_blocks = reply.num_blocks
 
+    def reconfigure(self, chain: list[Any], timeout: float, live_request_ids: list[str]) -> None:
+        """Rebuild with a new chain whose layer ranges the first chain had."""
+        missing = [r.layers for r in chain if r.layers not in self.kv_configs]
+        if missing:
+            raise PipelineFailed(f"no KV cache config for layer ranges {missing}")
+        assert self.send_to_stage is not None
+        self.attach(chain, self.send_to_stage)
+        configs = [self.kv_configs[r.layers] for r in chain]
+        self.configure(configs, self.kv_layout, timeout, live_request_ids)
+
     def submit(self, plan: wire.StepPlan) -> Future[Any]:
         """Send one step down the chain; the future resolves to its StepResult."""
         future: Future[Any] = Future()
+        broken = self.broken
+        if broken is not None:
+            future.set_exception(ChainBroken(broken))
+            return future
         if self.failure is not None:
             future.set_exception(PipelineFailed(self.failure))
             return future
-        step_id = next(self._steps)
         with self._lock:
-            self._pending[step_id] = future
-            self._sent_at[step_id] = time.monotonic()
-            self.max_in_flight = max(self.max_in_flight, len(self._pending))
+            step_id = self._next_step
+            self._next_step += 1
+            tokens = plan.total_num_scheduled_tokens
+            self._pending[step_id] = _Pending(future, time.monotonic(), tokens)
+            busy = sum(1 for p in self._pending.values() if p.tokens > 0)
+            self.max_in_flight = max(self.max_in_flight, busy)
+            generation = self.generation
         assert self.first is not None
-        step = wire.Step(step_id=step_id, plan=plan, tensors=[])
+        step = wire.Step(step_id=step_id, plan=plan, tensors=[], generation=generation)
         self.first.send_multipart(codec.encode(step))
         self.steps_sent += 1
+        if tokens == 0:
+            self.empty_steps_sent += 1
         return future
 
-    def in_flight(self) -> int:
+    def in_flight(self) -> tuple[int, int]:
+        """(steps in flight, of which carry tokens)."""
         with self._lock:
-            return len(self._pending)
+            busy = sum(1 for p in self._pending.values() if p.tokens > 0)
+            return len(self._pending), busy
+
+    def take_offer(self) -> list[Any] | None:
+        with self._lock:
+            offer, self._offer = self._offer, None
+        return offer
+
+    def request_chain(self) -> None:
+        """Ask the I/O thread to offer the next complete chain of live stages."""
+        with self._lock:
+            self._offer = None
+            self.wants_chain = True
 
     def close(self) -> None:
         if self.first is not None:
-            self.first.close()
+            self.first.close(linger=0)
             self.first = None
 
     # ------------------------------------------------------------ I/O thread
 
-    def resolve(self, result: wire.StepResult) -> None:
+    def is_current_last(self, name: str) -> bool:
+        """Whether `name` is the last stage of the current chain (who may send results)."""
         with self._lock:
-            future = self._pending.pop(result.step_id, None)
-            self._sent_at.pop(result.step_id, None)
-        if future is None:
-            return  # a step of a pipeline that has since failed
+            return bool(self.chain) and self.chain[-1].name == name
+
+    def resolve(self, result: wire.StepResult) -> bool:
+        """Settle a step; False if the result is stale or unknown (and was ignored)."""
+        with self._lock:
+            if result.generation != self.generation:
+                return False
+            pending = self._pending.pop(result.step_id, None)
+        if pending is None:
+            return False
         if result.error:
-            self.fail_all(result.error)
-            future.set_exception(PipelineFailed(result.error))
+            # The stages are alive: fail the requests in flight, keep serving.
+            self.fail_all(result.error, broken=False)
+            pending.future.set_exception(PipelineFailed(result.error))
         else:
-            future.set_result(result)
+            pending.future.set_result(result)
+        return True
 
     def oldest_step_age(self, now: float) -> float:
         """Seconds the oldest step in flight has waited for its result (0 if none)."""
         with self._lock:
-            return now - min(self._sent_at.values()) if self._sent_at else 0.0
+            if not self._pending:
+                return 0.0
+            return now - min(p.sent_at for p in self._pending.values())
 
     def configured(self, reply: wire.Configured) -> None:
         with self._lock:
@@ -141,13 +219,33 @@ class PipelineLink:
         if future is not None and not future.done():
             future.set_result(reply)
 
+    def offer(self, chain: list[Any]) -> None:
+        """A complete chain of live stages is available for a rebuild."""
+        with self._lock:
+            if self.wants_chain:
+                self._offer = list(chain)
+                self.wants_chain = False
+
+    def break_chain(self, reason: str) -> None:
+        """A stage of the current chain is gone: steps in flight are lost, rebuild."""
+        self.broken = reason
+        self._fail_pending(ChainBroken(reason))
+        with self._lock:
+            configuring = list(self._configured.values())
+            self._configured.clear()
+        for future in configuring:
+            if not future.done():
+                future.set_result(wire.Configured(name="", num_blocks=0, error=reason))
+
     def fail_all(self, reason: str, broken: bool = True) -> None:
         """Fail every step in flight; broken also refuses new steps until recovery."""
         if broken:
             self.failure = reason
+        self._fail_pending(PipelineFailed(reason))
+
+    def _fail_pending(self, error: Exception) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._sent_at.clear()
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(PipelineFailed(reason))
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_exception(error)

@@ -22,6 +22,7 @@ class StageRecord:
     num_blocks: int = 0
     state_before_death: str = "registered"
     extra: dict[str, str] = field(default_factory=dict)
+    beat: wire.Heartbeat | None = None  # the stage's latest counters
 
     @property
     def name(self) -> str:
@@ -59,13 +60,26 @@ class Registry:
         self.stages[info.name] = record
         return record
 
-    def seen(self, name: str, now: float) -> StageRecord | None:
-        """Note a sign of life; a stage presumed dead that speaks again is revived."""
+    def seen(self, name: str, now: float, pid: int = 0) -> StageRecord | None:
+        """Note a sign of life; a stage presumed dead that speaks again is revived.
+
+        A message from another process (pid) than the registered one is not a
+        sign of life of the registered stage: None.
+        """
         record = self.stages.get(name)
-        if record is not None:
-            record.last_seen = now
-            if record.state == "dead":
-                record.state = record.state_before_death
+        if record is None or (pid and record.info.pid != pid):
+            return None
+        record.last_seen = now
+        if record.state == "dead":
+            record.state = record.state_before_death
+        return record
+
+    def mark_dead(self, name: str) -> StageRecord | None:
+        """A stage said it is leaving (or was replaced): dead now, not after a timeout."""
+        record = self.stages.get(name)
+        if record is not None and record.state != "dead":
+            record.state_before_death = record.state
+            record.state = "dead"
         return record
 
     def expire(self, now: float, timeout: float) -> list[StageRecord]:
@@ -78,12 +92,25 @@ class Registry:
                 newly_dead.append(record)
         return newly_dead
 
-    def chain(self) -> list[StageRecord] | None:
-        """Live stages ordered by layer, covering [0, num_layers) with no gap or overlap."""
+    def chain(
+        self,
+        ranges: list[tuple[int, int]] | None = None,
+        prefer: list[StageRecord] | None = None,
+    ) -> list[StageRecord] | None:
+        """Live stages ordered by layer, covering [0, num_layers) with no gap or overlap.
+
+        With `ranges`, only a chain of exactly those layer ranges (a rebuild
+        keeps the KV cache layout); stages in `prefer` (the surviving chain)
+        come first, then configured standbys, then the rest by name.
+        """
+        preferred = {id(r) for r in prefer or []}
         live = [r for r in self.stages.values() if r.state != "dead"]
         by_start: dict[int, StageRecord] = {}
-        # Prefer stages already configured into the chain over standbys.
-        for record in sorted(live, key=lambda r: (r.state != "configured", r.name)):
+        for record in sorted(
+            live, key=lambda r: (id(r) not in preferred, r.state != "configured", r.name)
+        ):
+            if ranges is not None and record.layers not in ranges:
+                continue
             by_start.setdefault(record.info.layer_start, record)
         chain: list[StageRecord] = []
         position = 0

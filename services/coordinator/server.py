@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class CoordinatorServer:
         self._local = threading.local()
         self.detail = "waiting for stages"
         self.exit_code = 0
+        # Gateways see a new incarnation after a restart and fail what they had in flight.
+        self.incarnation = uuid.uuid4().hex[:12]
 
     # ------------------------------------------------------------ helpers
 
@@ -80,25 +83,44 @@ class CoordinatorServer:
     def status(self, nonce: int) -> wire.Status:
         snap = self.host.snapshot if self.host is not None else {}
         now = time.monotonic()
-        stages = [
-            wire.StageStatus(
-                name=r.name,
-                address=r.info.data_address,
-                layer_start=r.info.layer_start,
-                layer_end=r.info.layer_end,
-                state=r.state,
-                last_heartbeat_age_s=round(now - r.last_seen, 3),
-                layers_loaded=r.info.layers_loaded,
-                other_parameters=r.info.other_parameters,
+        chain = {id(r) for r in self.link.chain} if self.host is not None else set()
+        stages = []
+        for r in sorted(self.registry.stages.values(), key=lambda r: (r.layers, r.name)):
+            beat = r.beat or wire.Heartbeat(name=r.name, seq=0)
+            stages.append(
+                wire.StageStatus(
+                    name=r.name,
+                    address=r.info.data_address,
+                    layer_start=r.info.layer_start,
+                    layer_end=r.info.layer_end,
+                    state=r.state,
+                    last_heartbeat_age_s=round(now - r.last_seen, 3),
+                    layers_loaded=r.info.layers_loaded,
+                    other_parameters=r.info.other_parameters,
+                    role="active" if id(r) in chain and r.state != "dead" else "standby",
+                    pid=r.info.pid,
+                    steps=beat.steps,
+                    busy_s=beat.busy_s,
+                    recent_step_ms=beat.recent_step_ms,
+                    num_requests=beat.num_requests,
+                )
             )
-            for r in sorted(self.registry.stages.values(), key=lambda r: r.layers)
-        ]
         ready = bool(
             self.host is not None
             and self.host.ready.is_set()
             and self.host.error is None
             and self.link.failure is None
+            and self.host.state == "serving"
         )
+        detail = self.detail
+        if self.host is not None and self.host.error:
+            detail = self.host.error
+        elif self.link.failure:
+            detail = self.link.failure
+        elif self.host is not None and self.host.state == "recovering":
+            detail = f"recovering: {self.link.broken or 'rebuilding the chain'}"
+        elif self.host is not None and self.host.state == "serving":
+            detail = "serving"
         return wire.Status(
             nonce=nonce,
             ready=ready,
@@ -108,8 +130,8 @@ class CoordinatorServer:
             else self.engine_settings.max_model_len,
             num_layers=self.num_layers,
             stages=stages,
-            detail=self.link.failure
-            or (self.host.error if self.host and self.host.error else self.detail),
+            detail=detail,
+            incarnation=self.incarnation,
             **snap,
         )
 
@@ -135,7 +157,8 @@ class CoordinatorServer:
                     except zmq.Again:
                         break
                     try:
-                        self.router.send_multipart(frames)
+                        # NOBLOCK: one slow or gone peer must never stall this loop.
+                        self.router.send_multipart(frames, zmq.NOBLOCK)
                     except zmq.ZMQError as err:
                         log.debug("dropped message to %r: %s", frames[0], err)
             if self.router in events:
@@ -149,10 +172,13 @@ class CoordinatorServer:
             if now - last_beat >= interval:
                 last_beat = now
                 self._heartbeat(now)
-            if self.host is not None and self.host.error is not None:
-                log.error("stopping: the engine could not start: %s", self.host.error)
+            host = self.host
+            if host is not None and host.error is not None and host.state == "starting":
+                log.error("stopping: the engine could not start: %s", host.error)
                 self.exit_code = 1
                 return
+            if self.link.wants_chain:
+                self._offer_chain()
             if self.host is None and now - last_progress >= 5:
                 last_progress = now
                 self._maybe_start(announce=True)
@@ -163,8 +189,7 @@ class CoordinatorServer:
             self.host.stopping.set()
 
     def close(self) -> None:
-        for record in self.registry.stages.values():
-            self._send(record.identity, wire.Shutdown(reason="coordinator stopping"))
+        # Stages keep their weights and wait for the coordinator to come back.
         if self.engine_thread is not None:
             self.engine_thread.join(timeout=5)
         self.link.close()
@@ -185,24 +210,27 @@ class CoordinatorServer:
         timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
         for record in self.registry.expire(now, timeout):
             log.error("stage %s (layers %d:%d) stopped responding", record.name, *record.layers)
-            if record in self.link.chain:
-                self.link.fail_all(
-                    f"stage {record.name} (layers {record.layers[0]}:{record.layers[1]}) "
-                    "stopped responding"
-                )
+            self._lost(record, "stopped responding")
         for record in self.registry.stages.values():
             if record.state != "dead":
                 self._send(record.identity, wire.Heartbeat(name="coordinator", seq=int(now)))
 
-    def _maybe_recover(self, record: StageRecord) -> None:
-        """A chain stage presumed dead is heard from again: accept new requests again.
+    def _in_chain(self, record: StageRecord) -> bool:
+        return self.host is not None and any(r is record for r in self.link.chain)
 
-        The requests that were in flight already ended with an error; the
-        scheduler's finished-request list tells every stage to drop them.
-        """
-        if all(r.state != "dead" for r in self.link.chain):
-            log.warning("stage %s is responding again; pipeline back in service", record.name)
-            self.link.failure = None
+    def _lost(self, record: StageRecord, why: str) -> None:
+        """A stage is gone; if it was in the chain, the engine rebuilds the chain."""
+        if self._in_chain(record) and self.link.broken is None:
+            self.link.break_chain(
+                f"stage {record.name} (layers {record.layers[0]}:{record.layers[1]}) {why}"
+            )
+
+    def _offer_chain(self) -> None:
+        """The engine waits for a chain: offer one built from live stages, if any."""
+        survivors = [r for r in self.link.chain if r.state != "dead"]
+        chain = self.registry.chain(ranges=list(self.link.kv_configs), prefer=survivors)
+        if chain is not None:
+            self.link.offer(chain)
 
     def _maybe_start(self, announce: bool = False) -> None:
         chain = self.registry.chain()
@@ -219,6 +247,8 @@ class CoordinatorServer:
             self.link,
             self._send_from_engine,
             self.settings.configure_timeout_s,
+            micro_batches=self.settings.micro_batches,
+            recovery_timeout_s=self.settings.recovery_timeout_s,
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()
@@ -232,7 +262,11 @@ class CoordinatorServer:
             return
         now = time.monotonic()
         if isinstance(msg, wire.StepResult):
-            self.link.resolve(msg)
+            # Only the current chain's last stage delivers results, only for its generation.
+            if not self.link.is_current_last(identity.decode(errors="replace")):
+                log.debug("ignored a step result from %r (not the chain's last stage)", identity)
+            elif not self.link.resolve(msg):
+                log.debug("ignored a stale step result %d from %r", msg.step_id, identity)
         elif isinstance(msg, wire.Generate | wire.Abort):
             if self.host is None or not self.host.ready.is_set() or self.host.error:
                 if isinstance(msg, wire.Generate):
@@ -248,38 +282,72 @@ class CoordinatorServer:
         elif isinstance(msg, wire.StatusQuery):
             self._send(identity, self.status(msg.nonce))
         elif isinstance(msg, wire.Heartbeat):
-            record = self.registry.seen(msg.name, now)
-            if record is not None and self.link.failure and record in self.link.chain:
-                self._maybe_recover(record)
+            self._on_heartbeat(msg, now)
         elif isinstance(msg, wire.Configured):
-            self.registry.seen(msg.name, now)
-            self.link.configured(msg)
+            if identity.decode(errors="replace") == msg.name:
+                self.registry.seen(msg.name, now)
+                self.link.configured(msg)
         elif isinstance(msg, wire.Register):
             self._on_register(identity, msg, now)
+        elif isinstance(msg, wire.Leave):
+            record = self.registry.stages.get(msg.name)
+            if record is not None and record.info.pid == msg.pid:
+                log.warning("stage %s is leaving: %s", msg.name, msg.reason)
+                self.registry.mark_dead(msg.name)
+                self._lost(record, f"left ({msg.reason})")
         else:
             log.warning("unexpected %s from %r", type(msg).__name__, identity)
 
+    def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
+        existing = self.registry.stages.get(msg.name)
+        was_dead = existing is not None and existing.state == "dead"
+        record = self.registry.seen(msg.name, now, msg.pid)
+        if record is None:
+            return
+        record.beat = msg
+        if was_dead:
+            if self._in_chain(record) and self.link.broken is None:
+                return  # a pause shorter than recovery: the chain was not rebuilt yet
+            log.warning("stage %s is responding again; it waits as a standby", record.name)
+            # Whatever it still holds belongs to an old chain: drop it.
+            self._send(record.identity, wire.Reset(generation=self.link.generation))
+
     def _on_register(self, identity: bytes, msg: wire.Register, now: float) -> None:
         existing = self.registry.stages.get(msg.name)
-        if existing is not None and existing.state == "configured" and self.host is not None:
+        if (
+            existing is not None
+            and existing.info.pid == msg.pid
+            and existing.info == msg
+            and existing.state != "dead"
+        ):
             existing.last_seen = now
-            return  # a retransmission that crossed our Configure
+            existing.identity = identity
+            return  # the same process repeats its registration until configured
         try:
             record = self.registry.add(identity, msg, now)
         except RegistryError as err:
             log.error("refused stage registration: %s", err)
             self._send(identity, wire.Shutdown(reason=str(err)))
             return
-        if existing is not None and existing.info == msg:
-            return  # the stage repeats its registration until it is configured
+        if existing is not None:
+            # Another process under this name (a restart): the old one is gone.
+            self._lost(existing, "was restarted")
+            existing.state = "dead"
         log.info(
-            "stage %s registered: layers %d:%d at %s",
+            "stage %s registered: layers %d:%d at %s (pid %d)",
             record.name,
             *record.layers,
             record.info.data_address,
+            record.info.pid,
         )
         if self.host is None:
             self._maybe_start()
+        else:
+            # Drop anything it holds from an earlier chain or coordinator; it is a standby
+            # until a chain needs it.
+            self._send(identity, wire.Reset(generation=self.link.generation))
+            if self.link.wants_chain:
+                self._offer_chain()
 
 
 def run(

@@ -19,3 +19,15 @@ class CoordinatorSettings(BaseSettings):
         300.0, description="a step with no result for this long fails its requests"
     )
     served_model_name: str = Field("", description="model name in /status (default: folder)")
+    micro_batches: int = Field(
+        0,
+        ge=0,
+        description="micro-batches in flight through the chain (0 = one per stage); raise it "
+        "when a round trip through the chain takes longer than one stage's step",
+    )
+    recovery_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="after a chain stage dies, how long to wait for a standby or a restarted "
+        "stage before the interrupted requests fail",
+    )

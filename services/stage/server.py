@@ -8,8 +8,10 @@ keeps telling the coordinator the process is alive while a long step computes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -24,7 +26,11 @@ from shared.engine_settings import EngineSettings, build_vllm_config, model_num_
 from shared.kv_codec import decode_kv, encode_kv
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
-from shared.step_codec import result_from_runner_output, scheduler_output_from_plan
+from shared.step_codec import (
+    result_from_runner_output,
+    resumed_from_plan,
+    scheduler_output_from_plan,
+)
 from shared.tensor_frames import frames_to_tensors, tensors_to_frames
 
 log = logging.getLogger("layerbus.stage")
@@ -61,7 +67,14 @@ class StageServer:
         self.control = make_socket(self.ctx, zmq.DEALER, transport, identity=self.name.encode())
         self.control.connect(stage.coordinator)
         self.next: zmq.Socket | None = None  # type: ignore[type-arg]
-        self.configured = False
+        self.configured = False  # KV cache allocated (kept across chains)
+        self.num_blocks = 0
+        self.in_chain = False  # part of the coordinator's current chain
+        self.generation = 0
+        self.steps = 0
+        self.busy_s = 0.0
+        self.recent_step_ms = 0.0
+        self.leaving = ""
         self.stopping = threading.Event()
         self.last_heard = time.monotonic()
         self.pending_sends: list[zmq.MessageTracker] = []
@@ -102,6 +115,9 @@ class StageServer:
         poller.register(self.control, zmq.POLLIN)
         interval = self.transport.heartbeat_interval_s
         while True:
+            if self.leaving:
+                self._leave()
+                return
             now = time.monotonic()
             silent = now - self.last_heard > interval * self.transport.heartbeat_misses
             if (not self.configured or silent) and now - last_register > REGISTER_RETRY_S:
@@ -125,9 +141,31 @@ class StageServer:
         try:
             while not self.stopping.wait(self.transport.heartbeat_interval_s):
                 seq += 1
-                sock.send_multipart(codec.encode(wire.Heartbeat(name=self.name, seq=seq)))
+                beat = wire.Heartbeat(
+                    name=self.name,
+                    seq=seq,
+                    pid=os.getpid(),
+                    steps=self.steps,
+                    busy_s=round(self.busy_s, 3),
+                    recent_step_ms=round(self.recent_step_ms, 3),
+                    num_requests=self.worker.num_requests(),
+                    generation=self.generation,
+                )
+                # The coordinator may be away; the next beat tries again.
+                with contextlib.suppress(zmq.Again):
+                    sock.send_multipart(codec.encode(beat), zmq.NOBLOCK)
         finally:
             sock.close(linger=0)
+
+    def request_leave(self, reason: str) -> None:
+        """Signal handler: finish the current step, tell the coordinator, exit."""
+        self.leaving = reason
+
+    def _leave(self) -> None:
+        log.info("%s: leaving (%s); the coordinator hands its work over", self.name, self.leaving)
+        msg = wire.Leave(name=self.name, pid=os.getpid(), reason=self.leaving)
+        with contextlib.suppress(zmq.ZMQError):
+            self.control.send_multipart(codec.encode(msg), zmq.NOBLOCK)
 
     def close(self) -> None:
         self.stopping.set()
@@ -148,6 +186,8 @@ class StageServer:
         self.last_heard = time.monotonic()
         if isinstance(msg, wire.Configure):
             self._configure(msg)
+        elif isinstance(msg, wire.Reset):
+            self._reset(msg)
         elif isinstance(msg, wire.Shutdown):
             log.info("%s: shutdown requested: %s", self.name, msg.reason)
             return True
@@ -158,9 +198,20 @@ class StageServer:
         num_blocks = 0
         try:
             config = decode_kv(msg.kv_cache_config)
+            num_blocks = int(config.num_blocks)
             if not self.configured:
                 self.worker.configure(config, msg.kv_cache_layout)
-            num_blocks = int(config.num_blocks)
+                self.num_blocks = num_blocks
+            elif num_blocks != self.num_blocks:
+                raise ValueError(
+                    f"this stage already holds a KV cache of {self.num_blocks} blocks and "
+                    f"cannot take {num_blocks}; restart it"
+                )
+            dropped = self.worker.drop_requests(keep=set(msg.live_request_ids))
+            if dropped:
+                log.info("%s: dropped %d requests of an earlier chain", self.name, dropped)
+            self.generation = msg.generation
+            self.in_chain = True
             if self.next is not None:
                 self.next.close()
                 self.next = None
@@ -182,12 +233,26 @@ class StageServer:
         reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
         self.control.send_multipart(codec.encode(reply))
 
+    def _reset(self, msg: wire.Reset) -> None:
+        """Leave the chain: forget every request and the next hop, wait as a standby."""
+        dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
+        if self.next is not None:
+            self.next.close(linger=0)
+            self.next = None
+        self.in_chain = False
+        self.generation = msg.generation
+        log.info("%s: standby (dropped %d requests)", self.name, dropped)
+
     # ------------------------------------------------------------ data
 
     def _fail_step(self, step_id: int, error: str) -> None:
         """Tell the coordinator this step failed, so its requests end instead of hanging."""
         failed = wire.StepResult(
-            step_id=step_id, req_ids=[], sampled_token_ids=[], error=f"{self.name}: {error}"
+            step_id=step_id,
+            req_ids=[],
+            sampled_token_ids=[],
+            error=f"{self.name}: {error}",
+            generation=self.generation,
         )
         self.control.send_multipart(codec.encode(failed))
 
@@ -201,22 +266,32 @@ class StageServer:
         except wire.WireError as err:
             log.warning("%s: dropped activation message: %s", self.name, err)
             return
-        if not self.configured:
-            log.warning("%s: step %d before configure; refused", self.name, header.step_id)
-            self._fail_step(header.step_id, "received a step before its KV cache was configured")
+        if not self.in_chain or header.generation != self.generation:
+            # A step of an earlier chain (or for a standby): its requests were resumed
+            # elsewhere, so it is dropped, never run.
+            log.debug("%s: dropped step %d of generation %d", self.name, header.step_id,
+                      header.generation)
             return
         for sent in self.pending_sends:
             sent.wait()
         self.pending_sends.clear()
+        started = time.monotonic()
         try:
             scheduler_output = scheduler_output_from_plan(header.plan)
+            self.worker.adopt(resumed_from_plan(header.plan))
             out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
             self._fail_step(header.step_id, f"{type(err).__name__}: {err}")
             return
+        finally:
+            elapsed = time.monotonic() - started
+            self.steps += 1
+            self.busy_s += elapsed
+            self.recent_step_ms = 0.8 * self.recent_step_ms + 0.2 * elapsed * 1000
         if self.worker.is_last:
             result = result_from_runner_output(header.step_id, runner_output)
+            result.generation = header.generation
             self.control.send_multipart(codec.encode(result))
             return
         if self.next is None:
@@ -225,7 +300,9 @@ class StageServer:
         # Steps with no scheduled tokens still travel on: later stages must
         # see their finished/preempted requests.
         metas, buffers = tensors_to_frames(out_tensors or {})
-        step = wire.Step(step_id=header.step_id, plan=header.plan, tensors=metas)
+        step = wire.Step(
+            step_id=header.step_id, plan=header.plan, tensors=metas, generation=header.generation
+        )
         tracker = self.next.send_multipart([*codec.encode(step), *buffers], copy=False, track=True)
         if tracker is not None:
             self.pending_sends.append(tracker)
@@ -234,6 +311,8 @@ class StageServer:
 def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:
     """Entry point of `layerbus stage`."""
     server = StageServer(stage, engine, transport)
+    signal.signal(signal.SIGTERM, lambda *_: server.request_leave("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: server.request_leave("SIGINT"))
     try:
         server.serve_forever()
     finally:

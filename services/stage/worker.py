@@ -119,6 +119,52 @@ class StageWorker:
                 device=runner.device,
             )
 
+    def num_requests(self) -> int:
+        """Requests whose state this worker holds (read from the heartbeat thread)."""
+        runner = getattr(self.worker, "model_runner", None)
+        return len(getattr(runner, "requests", ()))
+
+    def drop_requests(self, keep: set[str]) -> int:
+        """Forget every request not in `keep` (the way vLLM finishes requests); count them."""
+        from vllm.v1.core.sched.output import SchedulerOutput
+
+        runner = self.worker.model_runner
+        gone = {rid for rid in runner.requests if rid not in keep}
+        if gone:
+            empty = SchedulerOutput.make_empty()
+            empty.finished_req_ids = gone
+            self.run(empty, None)
+        return len(gone)
+
+    def adopt(self, resumed: list[tuple[str, list[int], Any, list[int]]]) -> None:
+        """Take up resumed requests this worker never saw (it joined after they started).
+
+        vLLM resumes a preempted request from the state its runner kept; a stage
+        that replaced a dead one has none, so it gets the same state here:
+        prompt, sampling parameters and the tokens generated so far.
+        """
+        from vllm.sampling_params import SamplingType
+        from vllm.v1.worker.gpu_input_batch import CachedRequestState
+
+        runner = self.worker.model_runner
+        for req_id, prompt, params, outputs in resumed:
+            if req_id in runner.requests:
+                continue
+            generator = None
+            if params.sampling_type == SamplingType.RANDOM_SEED:
+                generator = torch.Generator(device=runner.device)
+                generator.manual_seed(params.seed)
+            runner.requests[req_id] = CachedRequestState(
+                req_id=req_id,
+                prompt_token_ids=list(prompt),
+                mm_features=[],
+                sampling_params=params,
+                generator=generator,
+                block_ids=([],),
+                num_computed_tokens=0,
+                output_token_ids=list(outputs),
+            )
+
     @torch.inference_mode()
     def run(
         self, scheduler_output: Any, tensors: dict[str, torch.Tensor] | None
