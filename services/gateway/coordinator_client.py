@@ -235,6 +235,11 @@ class CoordinatorClient:
             if isinstance(msg, wire.Outputs):
                 self._dispatch(msg.items)
             elif isinstance(msg, wire.Status):
+                previous = self._status
+                if previous is not None and previous.incarnation != msg.incarnation:
+                    # A restarted coordinator knows nothing of what we had in flight.
+                    log.warning("the coordinator restarted; failing requests in flight")
+                    self._fail_all("the coordinator restarted; retry the request")
                 self._status, self._status_at = msg, self._last_seen
                 waiter = self._status_waiters.get(msg.nonce)
                 if waiter is not None and not waiter.done():
