@@ -81,3 +81,33 @@ def test_dead_stage_that_speaks_again_is_revived() -> None:
     assert a.state == "configured"
     chain = r.chain()
     assert chain is not None and chain[0] is a
+
+
+def test_rebuild_prefers_survivors_then_standbys_of_the_same_ranges() -> None:
+    r = Registry(30, FP)
+    a = r.add(b"a", reg("a", 0, 15), now=0)
+    b = r.add(b"b", reg("b", 15, 30), now=0)
+    r.add(b"sb", reg("sb", 15, 30), now=0)
+    r.add(b"odd", reg("odd", 0, 10), now=0)
+    r.mark_dead("b")
+    chain = r.chain(ranges=[(0, 15), (15, 30)], prefer=[a, b])
+    assert chain is not None
+    assert [s.name for s in chain] == ["a", "sb"]
+
+
+def test_rebuild_refuses_other_ranges() -> None:
+    r = Registry(30, FP)
+    r.add(b"a", reg("a", 0, 10), now=0)
+    r.add(b"b", reg("b", 10, 30), now=0)
+    assert r.chain() is not None
+    assert r.chain(ranges=[(0, 15), (15, 30)]) is None
+
+
+def test_heartbeat_of_another_process_is_not_a_sign_of_life() -> None:
+    r = Registry(30, FP)
+    r.add(b"a", reg("a", 0, 15), now=0)
+    r.expire(now=100, timeout=5)
+    assert r.seen("a", now=101, pid=999) is None
+    assert r.stages["a"].state == "dead"
+    record = r.seen("a", now=101, pid=1)
+    assert record is not None and record.state == "registered"
