@@ -81,7 +81,10 @@ class CoordinatorServer:
             log.warning("could not send %s to %r: %s", type(msg).__name__, identity, err)
 
     def status(self, nonce: int) -> wire.Status:
-        snap = self.host.snapshot if self.host is not None else {}
+        snap = dict(self.host.snapshot) if self.host is not None else {}
+        if snap:
+            # Live, not as of the engine's last step: steps that carry tokens in flight now.
+            snap["batches_in_flight"] = self.link.in_flight()[1]
         now = time.monotonic()
         chain = {id(r) for r in self.link.chain} if self.host is not None else set()
         stages = []

@@ -39,22 +39,25 @@ def test_two_stages_15_15_match_vllm(
 
 
 @pytest.mark.parametrize(
-    "layers",
-    [[(0, 30)], [(0, 4), (4, 24), (24, 30)]],
-    ids=["one-stage", "three-stages-4-20-6"],
+    ("layers", "micro_batches"),
+    [([(0, 30)], 1), ([(0, 15), (15, 30)], 1), ([(0, 4), (4, 24), (24, 30)], 4)],
+    ids=["one-stage-M1", "two-stages-M1", "three-stages-4-20-6-M4"],
 )
 def test_other_splits_match_vllm(
     layers: list[tuple[int, int]],
+    micro_batches: int,
     model_path: str,
     tmp_path: Path,
     prompt_ids: list[list[int]],
     baseline_ids: list[list[int]],
 ) -> None:
-    cluster = Cluster(model=model_path, layers=layers, log_dir=tmp_path)
+    env = {"LAYERBUS_MICRO_BATCHES": str(micro_batches)}
+    cluster = Cluster(model=model_path, layers=layers, log_dir=tmp_path, env_extra=env)
     try:
         cluster.start()
         check_equal(cluster, prompt_ids, baseline_ids)
         status = httpx.get(cluster.url + "/status", timeout=10).json()
+        assert status["coordinator"]["micro_batches"] == micro_batches
         stages = status["stages"]
         assert [(s["layer_start"], s["layer_end"]) for s in stages] == layers
         for stage, (start, end) in zip(stages, layers, strict=True):

@@ -1,0 +1,64 @@
+"""Acceptance (issue 6): micro-batches keep every stage busy under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import Cluster
+from tests.e2e.recovery_helpers import run_streams, status
+
+pytestmark = pytest.mark.e2e
+
+
+def test_micro_batches_fill_the_pipeline(two_stages: Cluster) -> None:
+    micro_batches = status(two_stages)["coordinator"]["micro_batches"]
+    assert micro_batches == 2  # default: one per stage
+    before = status(two_stages)
+    snapshots: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            snapshots.append(status(two_stages))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = run_streams(two_stages.url, 40, 48)
+    finally:
+        done.set()
+        watcher.join()
+    assert all(r.error is None and r.finish == "length" for r in results)
+
+    # Steady decode: every request admitted, at least 4 x M running.
+    steady = [
+        s
+        for s in snapshots
+        if s["coordinator"]["num_waiting"] == 0
+        and s["coordinator"]["num_running"] >= 4 * micro_batches
+    ]
+    assert len(steady) >= 2, "the load never reached a steady decode phase"
+    first, last = steady[0]["coordinator"], steady[-1]["coordinator"]
+    steps = last["steps"] - first["steps"]
+    empty = last["empty_steps"] - first["empty_steps"]
+    assert steps > 0
+    assert empty / steps < 0.05, f"{empty} empty steps of {steps}"
+    assert max(s["coordinator"]["batches_in_flight"] for s in steady) >= 2
+    sizes = [s["coordinator"]["micro_batch_sizes"] for s in steady]
+    assert all(len(z) == micro_batches for z in sizes)
+    # While all 40 run, the two micro-batches are balanced (finishing requests may
+    # unbalance them for a turn; the heavier one then hands requests over).
+    sizes = [z for z in sizes if sum(z) == 40]
+    assert sizes
+    unbalanced = [z for z in sizes if max(z) - min(z) > 2]
+    assert not unbalanced, unbalanced
+
+    after = status(two_stages)
+    for old, new in zip(before["stages"], after["stages"], strict=True):
+        assert new["steps"] > old["steps"]
+        assert new["busy_s"] > old["busy_s"]
