@@ -161,6 +161,10 @@ class Configure(msgspec.Struct):
     next_address: str
     stage_index: int
     num_stages: int
+    # CURVE (z85 public keys, empty when off): who may send this stage steps,
+    # and the server key of next_address.
+    upstream_key: str = ""
+    next_key: str = ""
 
 
 class Configured(msgspec.Struct):

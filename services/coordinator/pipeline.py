@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 from shared import codec, wire
+from shared.curve import CurveOptions
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
@@ -44,6 +45,8 @@ class PipelineLink:
         self.failure: str | None = None
         self.max_in_flight = 0
         self.steps_sent = 0
+        # CURVE client options for a connection to a stage (set by the server).
+        self.curve_for: Callable[[Any], CurveOptions | None] = lambda record: None
 
     # ------------------------------------------------------------ engine thread
 
@@ -53,7 +56,9 @@ class PipelineLink:
         self.send_to_stage = send_to_stage
         if self.first is not None:
             self.first.close()
-        self.first = make_socket(self.ctx, zmq.DEALER, self.transport)
+        self.first = make_socket(
+            self.ctx, zmq.DEALER, self.transport, curve=self.curve_for(chain[0])
+        )
         self.first.connect(chain[0].info.data_address)
         self.failure = None
 
@@ -106,6 +111,11 @@ class PipelineLink:
         self.first.send_multipart(codec.encode(step))
         self.steps_sent += 1
         return future
+
+    def is_in_flight(self, step_id: int) -> bool:
+        """True if step_id was sent and has no result yet (any thread)."""
+        with self._lock:
+            return step_id in self._pending
 
     def in_flight(self) -> int:
         with self._lock:

@@ -19,3 +19,8 @@ class CoordinatorSettings(BaseSettings):
         300.0, description="a step with no result for this long fails its requests"
     )
     served_model_name: str = Field("", description="model name in /status (default: folder)")
+    authorized_keys: str = Field(
+        "",
+        description="folder of public keys it admits: gateway*.key are gateways, stage*.key "
+        "are stages (needs --secret-key)",
+    )

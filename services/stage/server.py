@@ -17,11 +17,21 @@ from typing import Any
 import zmq
 
 from services.stage.layers import local_partition, parse_layers
+from services.stage.plan_validation import (
+    PlanLimits,
+    PlanRefused,
+    check_plan,
+    check_tensors,
+    max_activation_elements,
+    plan_limits,
+)
 from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
-from shared import codec, wire
+from shared import codec, curve, wire
+from shared.dropped import drop, serve_metrics
 from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
 from shared.kv_codec import decode_kv, encode_kv
+from shared.message_limits import activation_max_bytes
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.step_codec import result_from_runner_output, scheduler_output_from_plan
@@ -41,10 +51,16 @@ class StageServer:
         self.stage = stage
         self.engine = engine
         self.transport = transport
+        # Security first: a stage that may not start must not load a model first.
+        self.keys = curve.ServiceKeys.load(transport.secret_key, transport.coordinator_key, True)
+        curve.check_bind(stage.bind, self.keys.enabled, transport.insecure, "stage (--bind)")
         model = engine.resolved_model()
         self.num_layers = model_num_layers(model)
         self.start, self.end = parse_layers(stage.layers, self.num_layers)
         self.name = stage.name or f"stage-{self.start}-{self.end}"
+        if self.keys.enabled and not stage.name:
+            # With CURVE the coordinator admits a stage only under its key's name.
+            self.name = os.path.basename(transport.secret_key).removesuffix(".key_secret")
         part = local_partition(self.start, self.end, self.num_layers)
         log.info("%s: loading layers [%d, %d) of %s", self.name, self.start, self.end, model)
         started = time.monotonic()
@@ -54,18 +70,42 @@ class StageServer:
         self.worker = StageWorker(config, part, stage.threads)
         log.info("%s: layers loaded in %.1f s", self.name, time.monotonic() - started)
         self.ctx = zmq.Context()
-        self.data = make_socket(self.ctx, zmq.ROUTER, transport)
+        # Before configure only the coordinator may send steps; then also the upstream hop.
+        self.upstream = (self.keys.coordinator or b"").decode()
+        self.allow = curve.AllowList({self.keys.coordinator or b""}, label=f"{self.name} data")
+        self.auth = curve.start_authenticator(self.ctx, self.allow) if self.keys.enabled else None
+        sched = config.scheduler_config
+        self.data = make_socket(
+            self.ctx,
+            zmq.ROUTER,
+            transport,
+            curve=self.keys.server(),
+            max_message_bytes=activation_max_bytes(
+                sched.max_num_seqs,
+                config.model_config.max_model_len,
+                sched.max_num_batched_tokens,
+                config.model_config.get_hidden_size(),
+                config.model_config.dtype.itemsize,
+            ),
+        )
         self.data.bind(stage.bind)
+        self.limits: PlanLimits | None = None
+        serve_metrics(transport.metrics_port)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
-        self.control = make_socket(self.ctx, zmq.DEALER, transport, identity=self.name.encode())
+        self.control = make_socket(
+            self.ctx,
+            zmq.DEALER,
+            transport,
+            identity=self.name.encode(),
+            curve=self.keys.client_of(self.keys.coordinator),
+        )
         self.control.connect(stage.coordinator)
         self.next: zmq.Socket | None = None  # type: ignore[type-arg]
         self.configured = False
         self.stopping = threading.Event()
         self.last_heard = time.monotonic()
         self.pending_sends: list[zmq.MessageTracker] = []
-        self.max_elements = transport.max_message_bytes
 
     # ------------------------------------------------------------ lifecycle
 
@@ -119,7 +159,9 @@ class StageServer:
 
     def _heartbeats(self) -> None:
         """Heartbeat thread: its own socket, so a long step never looks like a death."""
-        sock = make_socket(self.ctx, zmq.DEALER, self.transport)
+        sock = make_socket(
+            self.ctx, zmq.DEALER, self.transport, curve=self.keys.client_of(self.keys.coordinator)
+        )
         sock.connect(self.stage.coordinator)
         seq = 0
         try:
@@ -134,6 +176,8 @@ class StageServer:
         for sock in (self.data, self.control, self.next):
             if sock is not None:
                 sock.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     # ------------------------------------------------------------ control
@@ -143,7 +187,7 @@ class StageServer:
         try:
             msg = codec.decode(frames)
         except wire.WireError as err:
-            log.warning("%s: dropped control message: %s", self.name, err)
+            drop("stage-control", "malformed", str(err))
             return False
         self.last_heard = time.monotonic()
         if isinstance(msg, wire.Configure):
@@ -161,11 +205,17 @@ class StageServer:
             if not self.configured:
                 self.worker.configure(config, msg.kv_cache_layout)
             num_blocks = int(config.num_blocks)
+            self.limits = plan_limits(self.worker.vllm_config, config)
+            if self.keys.enabled:
+                coordinator = self.keys.coordinator or b""
+                self.upstream = msg.upstream_key or coordinator.decode()
+                self.allow.set({coordinator, self.upstream.encode()})
             if self.next is not None:
                 self.next.close()
                 self.next = None
             if msg.next_address:
-                self.next = make_socket(self.ctx, zmq.DEALER, self.transport)
+                nxt = self.keys.client_of(msg.next_key.encode()) if self.keys.enabled else None
+                self.next = make_socket(self.ctx, zmq.DEALER, self.transport, curve=nxt)
                 self.next.connect(msg.next_address)
             self.configured = True
             log.info(
@@ -193,17 +243,28 @@ class StageServer:
 
     def _on_data(self, frames: list[Any]) -> None:
         # frames[0] is the ROUTER identity of the upstream hop.
+        if self.keys.enabled and curve.user_id(frames[-1]) != self.upstream:
+            drop("stage-data", "unauthorized", "a step from a peer that is not the upstream hop")
+            return
         try:
             header = codec.decode(frames[1:3])
             if not isinstance(header, wire.Step):
                 raise wire.WireError(f"expected Step, got {type(header).__name__}")
-            tensors = frames_to_tensors(header.tensors, frames[3:], self.max_elements)
         except wire.WireError as err:
-            log.warning("%s: dropped activation message: %s", self.name, err)
+            drop("stage-data", "malformed", str(err))
             return
-        if not self.configured:
+        if not self.configured or self.limits is None:
             log.warning("%s: step %d before configure; refused", self.name, header.step_id)
             self._fail_step(header.step_id, "received a step before its KV cache was configured")
+            return
+        try:
+            check_tensors(header.tensors, self.limits)
+            check_plan(header.plan, self.limits)
+            elements = max_activation_elements(self.limits)
+            tensors = frames_to_tensors(header.tensors, frames[3:], elements)
+        except (PlanRefused, wire.WireError) as err:
+            drop("stage-data", "invalid", f"step {header.step_id}: {err}")
+            self._fail_step(header.step_id, f"refused an invalid step: {err}")
             return
         for sent in self.pending_sends:
             sent.wait()
