@@ -20,6 +20,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from shared.dropped import drop
+
 log = logging.getLogger("layerbus.curve")
 
 ROLES = ("gateway", "stage")
@@ -150,7 +152,7 @@ class AllowList:
             allowed = key in self._keys
         if not allowed:
             self.refused += 1
-            log.warning("%s: refused a CURVE peer with an unlisted key", self.label or domain)
+            drop(self.label or domain, "unlisted-key", "refused a CURVE peer with an unlisted key")
         return allowed
 
 
@@ -245,3 +247,39 @@ class ServiceKeys:
         if not server_key:
             raise KeyFileError("CURVE is on but the peer's public key is unknown")
         return CurveOptions(self.own, server_key)
+
+
+class Redialer:
+    """Dials a CURVE client socket again after its peer refused the handshake.
+
+    libzmq never retries a connection that ZAP refused. A stage connects to its
+    next hop as soon as it is configured, possibly before that hop is configured
+    and admits it; so the connection is dialled again (at most once per
+    interval) until it is admitted. Owned by the thread that owns the socket.
+    """
+
+    def __init__(self, sock: zmq.Socket, address: str, interval_s: float = 1.0) -> None:  # type: ignore[type-arg]
+        self.sock = sock
+        self.address = address
+        self.interval_s = interval_s
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        self.failed_at: float | None = None
+        self.last_dial = 0.0
+        self.redials = 0
+
+    def tick(self, now: float) -> None:
+        """Call from the owner's loop: note refusals, dial again when due."""
+        while self.monitor.poll(0):
+            self.monitor.recv_multipart()
+            if self.failed_at is None:
+                self.failed_at = now
+        if self.failed_at is not None and now - self.last_dial >= self.interval_s:
+            self.sock.disconnect(self.address)
+            self.sock.connect(self.address)
+            self.failed_at = None
+            self.last_dial = now
+            self.redials += 1
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)

@@ -72,7 +72,7 @@ class StageServer:
         self.ctx = zmq.Context()
         # Before configure only the coordinator may send steps; then also the upstream hop.
         self.upstream = (self.keys.coordinator or b"").decode()
-        self.allow = curve.AllowList({self.keys.coordinator or b""}, label=f"{self.name} data")
+        self.allow = curve.AllowList({self.keys.coordinator or b""}, label="stage-data")
         self.auth = curve.start_authenticator(self.ctx, self.allow) if self.keys.enabled else None
         sched = config.scheduler_config
         self.data = make_socket(
@@ -90,6 +90,7 @@ class StageServer:
         )
         self.data.bind(stage.bind)
         self.limits: PlanLimits | None = None
+        self.redialer: curve.Redialer | None = None
         serve_metrics(transport.metrics_port)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
@@ -152,6 +153,8 @@ class StageServer:
                 self.control.send_multipart(codec.encode(register))
                 last_register = now
             events = dict(poller.poll(timeout=int(interval * 1000)))
+            if self.redialer is not None:
+                self.redialer.tick(time.monotonic())
             if self.control in events and self._on_control(self.control.recv_multipart(copy=False)):
                 return
             if self.data in events:
@@ -173,6 +176,8 @@ class StageServer:
 
     def close(self) -> None:
         self.stopping.set()
+        if self.redialer is not None:
+            self.redialer.close()
         for sock in (self.data, self.control, self.next):
             if sock is not None:
                 sock.close()
@@ -210,6 +215,9 @@ class StageServer:
                 coordinator = self.keys.coordinator or b""
                 self.upstream = msg.upstream_key or coordinator.decode()
                 self.allow.set({coordinator, self.upstream.encode()})
+            if self.redialer is not None:
+                self.redialer.close()
+                self.redialer = None
             if self.next is not None:
                 self.next.close()
                 self.next = None
@@ -217,6 +225,8 @@ class StageServer:
                 nxt = self.keys.client_of(msg.next_key.encode()) if self.keys.enabled else None
                 self.next = make_socket(self.ctx, zmq.DEALER, self.transport, curve=nxt)
                 self.next.connect(msg.next_address)
+                if nxt is not None:
+                    self.redialer = curve.Redialer(self.next, msg.next_address)
             self.configured = True
             log.info(
                 "%s: stage %d of %d, %d KV blocks, next hop %s",

@@ -122,3 +122,32 @@ def test_unlisted_key_and_plaintext_are_refused(keys: Path) -> None:
 
 def test_client_with_the_wrong_server_key_gets_nothing_through(keys: Path) -> None:
     assert _exchange(keys, "stage-a", server_key_name="intruder") is None
+
+
+def test_redialer_gets_through_once_the_peer_admits_the_key(keys: Path) -> None:
+    transport = TransportSettings()
+    ctx = zmq.Context()
+    allow = curve.AllowList(set())
+    auth = curve.start_authenticator(ctx, allow)
+    server = curve.ServiceKeys(own=curve.load_key_pair(keys / "coordinator.key_secret"))
+    router = make_socket(ctx, zmq.ROUTER, transport, curve=server.server())
+    address = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    own = curve.load_key_pair(keys / "stage-a.key_secret")
+    options = curve.CurveOptions(own, curve.load_public_key(keys / "coordinator.key"))
+    dealer = make_socket(ctx, zmq.DEALER, transport, curve=options)
+    redialer = curve.Redialer(dealer, address, interval_s=0.0)
+    dealer.connect(address)
+    try:
+        assert redialer.monitor.poll(30_000), "the refusal was never reported"
+        allow.add(own.public)
+        redialer.tick(1.0)
+        assert redialer.redials == 1
+        dealer.send(b"after")
+        assert router.poll(30_000)
+        assert router.recv_multipart()[-1] == b"after"
+    finally:
+        redialer.close()
+        dealer.close(0)
+        router.close(0)
+        auth.stop()
+        ctx.term()
