@@ -16,14 +16,18 @@ commands:
   stage        one layer slice, e.g. layerbus stage --layers 0:15 --coordinator tcp://HOST:5555
   gateway      the OpenAI-compatible HTTP API
   prepare-model  convert the bundled default model once and print its folder
+  keys generate DIR --name NAME   write DIR/NAME.key (public) and DIR/NAME.key_secret
 
 Every setting is also read from its LAYERBUS_* environment variable.
 `layerbus COMMAND --help` lists the settings of a command.
 """
 
 
-def parse_flags(argv: list[str]) -> dict[str, str]:
-    """--name value / --name=value pairs, dashes in names become underscores."""
+def parse_flags(argv: list[str], switches: frozenset[str] = frozenset()) -> dict[str, str]:
+    """--name value / --name=value pairs, dashes in names become underscores.
+
+    A switch (a boolean setting) may also stand alone: `--insecure` means true.
+    """
     flags: dict[str, str] = {}
     i = 0
     while i < len(argv):
@@ -33,7 +37,10 @@ def parse_flags(argv: list[str]) -> dict[str, str]:
                 f"layerbus: unexpected argument {arg!r}; settings look like --name value"
             )
         name, eq, value = arg[2:].partition("=")
-        if not eq:
+        alone = i + 1 >= len(argv) or argv[i + 1].startswith("--")
+        if not eq and alone and name.replace("-", "_") in switches:
+            value = "true"
+        elif not eq:
             if i + 1 >= len(argv):
                 raise SystemExit(f"layerbus: --{name} needs a value")
             value = argv[i + 1]
@@ -91,9 +98,26 @@ def _classes(command: str) -> list[type[BaseModel]]:
         from services.launcher import ServeSettings
 
         return [ServeSettings, EngineSettings]
-    if command == "prepare-model":
+    if command in ("prepare-model", "keys"):
         return []
     raise SystemExit(f"layerbus: unknown command {command!r}\n\n{USAGE}")
+
+
+def keys_command(argv: list[str]) -> None:
+    """`layerbus keys generate DIR --name NAME`."""
+    from shared.curve import KeyFileError, generate_keys
+
+    usage = "usage: layerbus keys generate DIR --name NAME"
+    if len(argv) < 2 or argv[0] != "generate" or argv[1].startswith("--"):
+        raise SystemExit(usage)
+    flags = parse_flags(argv[2:])
+    if set(flags) != {"name"}:
+        raise SystemExit(usage)
+    try:
+        public, secret = generate_keys(argv[1], flags["name"])
+    except KeyFileError as err:
+        raise SystemExit(f"layerbus: {err}") from None
+    print(f"public key: {public}\nsecret key: {secret} (keep it private)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command == "keys":
+        keys_command(rest)
+        return
     classes = _classes(command)
     if "--help" in rest or "-h" in rest:
         print(f"usage: layerbus {command} [--setting value ...]\n\nsettings:\n{describe(classes)}")
@@ -111,7 +138,22 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s {command} %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    settings = build(classes, parse_flags(rest))
+    switches = frozenset(
+        name
+        for cls in classes
+        for name, field in cls.model_fields.items()
+        if field.annotation is bool
+    )
+    settings = build(classes, parse_flags(rest, switches))
+    from shared.curve import InsecureBind, KeyFileError
+
+    try:
+        _run(command, settings)
+    except (InsecureBind, KeyFileError) as err:
+        raise SystemExit(f"layerbus {command}: {err}") from None
+
+
+def _run(command: str, settings: list[Any]) -> None:
     if command == "coordinator":
         from services.coordinator.server import run as run_coordinator
 
@@ -122,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         run_stage(*settings)
     elif command == "gateway":
         from services.gateway.server import run as run_gateway
+        from shared.curve import ServiceKeys
 
+        # Fail before uvicorn starts, with the name of the setting to fix.
+        ServiceKeys.load(settings[0].secret_key, settings[0].coordinator_key, True)
         run_gateway(*settings)
     elif command == "serve":
         from services.launcher import serve

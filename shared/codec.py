@@ -64,7 +64,8 @@ def decode(frames: Sequence[bytes | memoryview | Any]) -> msgspec.Struct:
         raise wire.WireError(f"unknown message tag {tag!r}")
     try:
         return entry[1].decode(_as_buffer(frames[1]))
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+    except (msgspec.MsgspecError, ValueError, TypeError) as err:
+        # ValueError includes UnicodeDecodeError: msgspec raises it for invalid UTF-8.
         raise wire.WireError(f"bad {entry[0].__name__} body: {err}") from None
 
 

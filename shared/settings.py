@@ -14,7 +14,21 @@ class TransportSettings(BaseSettings):
     linger_ms: int = Field(1000, description="ZMQ LINGER on close, milliseconds")
     hwm: int = Field(10_000, description="ZMQ send/receive high-water mark, messages")
     max_message_bytes: int = Field(
-        1 << 30, description="largest accepted ZMQ message; bigger ones are dropped"
+        4 << 20,
+        description="largest accepted control message (gateway <-> coordinator, registrations); "
+        "activation sockets are sized from the engine shape",
     )
     heartbeat_interval_s: float = Field(1.0, description="seconds between heartbeats")
     heartbeat_misses: int = Field(5, description="missed heartbeats before a peer is dead")
+    secret_key: str = Field(
+        "", description="this service's CURVE .key_secret file; empty = no encryption"
+    )
+    coordinator_key: str = Field(
+        "", description="the coordinator's public .key file (stages and gateways)"
+    )
+    insecure: bool = Field(
+        False, description="allow a plaintext socket on a non-loopback address (logs a warning)"
+    )
+    metrics_port: int = Field(
+        0, description="coordinator/stage Prometheus port on 127.0.0.1 (0 = none)"
+    )

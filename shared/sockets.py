@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zmq
 
+from shared.curve import CurveOptions
 from shared.settings import TransportSettings
 
 
@@ -13,13 +14,21 @@ def make_socket(
     transport: TransportSettings,
     *,
     identity: bytes | None = None,
+    curve: CurveOptions | None = None,
+    max_message_bytes: int | None = None,
 ) -> zmq.Socket:  # type: ignore[type-arg]
-    """A socket with LINGER, high-water marks, MAXMSGSIZE and, for ROUTER, ROUTER_MANDATORY."""
+    """A socket with LINGER, high-water marks, MAXMSGSIZE and, for ROUTER, ROUTER_MANDATORY.
+
+    curve makes it a CURVE server or client (shared/curve.py); max_message_bytes
+    overrides the control-message cap for sockets that carry activations.
+    """
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, transport.linger_ms)
     sock.setsockopt(zmq.SNDHWM, transport.hwm)
     sock.setsockopt(zmq.RCVHWM, transport.hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, transport.max_message_bytes)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes or transport.max_message_bytes)
+    if curve is not None:
+        curve.apply(sock)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     if kind == zmq.ROUTER:

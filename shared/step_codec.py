@@ -110,7 +110,7 @@ def scheduler_output_from_plan(plan: wire.StepPlan) -> SchedulerOutput:
     for r in plan.new_requests:
         try:
             params = _SP_DECODER.decode(r.sampling_params)
-        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        except (msgspec.MsgspecError, ValueError, TypeError) as err:
             raise wire.WireError(f"bad sampling params for {r.req_id}: {err}") from None
         new_reqs.append(
             NewRequestData(

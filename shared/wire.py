@@ -176,6 +176,10 @@ class Configure(msgspec.Struct):
     num_stages: int
     generation: int = 0
     live_request_ids: list[str] = []  # the stage drops every other request it holds
+    # CURVE (z85 public keys, empty when off): who may send this stage steps,
+    # and the server key of next_address.
+    upstream_key: str = ""
+    next_key: str = ""
 
 
 class Configured(msgspec.Struct):

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from services.coordinator.authorization import may_abort
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
 from services.coordinator.scheduler import MicroBatchScheduler
@@ -280,7 +281,7 @@ class EngineHost:
             self._add(identity, msg)
         elif isinstance(msg, wire.Abort):
             # Only the gateway that submitted a request may abort it.
-            known = [rid for rid in msg.request_ids if self.owner.get(rid) == identity]
+            known = [rid for rid in msg.request_ids if may_abort(self.owner.get(rid), identity)]
             if known:
                 self.core.abort_requests(known)
                 for rid in known:
@@ -319,8 +320,8 @@ class EngineHost:
                 )
                 req, wave = self.core.preprocess_add_request(request)
                 self.core.add_request(req, wave)
-            except Exception as err:  # a bad request must never stop the engine
-                error = f"invalid request: {err}"
+            except Exception as err:  # vLLM's validation errors are not ValueErrors
+                error = f"{type(err).__name__}: {err}"
         if error is not None:
             out = wire.RequestOutput(
                 request_id=rid, token_ids=[], finish_reason="error", error=error

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from shared import codec, wire
+from shared.curve import CurveOptions
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
@@ -66,6 +67,8 @@ class PipelineLink:
         self.max_in_flight = 0
         self.steps_sent = 0
         self.empty_steps_sent = 0
+        # CURVE client options for a connection to a stage (set by the server).
+        self.curve_for: Callable[[Any], CurveOptions | None] = lambda record: None
 
     # ------------------------------------------------------------ engine thread
 
@@ -77,7 +80,9 @@ class PipelineLink:
         self.send_to_stage = send_to_stage
         if self.first is not None:
             self.first.close(linger=0)
-        self.first = make_socket(self.ctx, zmq.DEALER, self.transport)
+        self.first = make_socket(
+            self.ctx, zmq.DEALER, self.transport, curve=self.curve_for(chain[0])
+        )
         self.first.connect(chain[0].info.data_address)
         self.failure = None
 
@@ -160,6 +165,11 @@ class PipelineLink:
         if tokens == 0:
             self.empty_steps_sent += 1
         return future
+
+    def is_in_flight(self, step_id: int) -> bool:
+        """True if step_id was sent and has no result yet (any thread)."""
+        with self._lock:
+            return step_id in self._pending
 
     def in_flight(self) -> tuple[int, int]:
         """(steps in flight, of which carry tokens)."""

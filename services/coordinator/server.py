@@ -17,11 +17,15 @@ from typing import Any
 import msgspec
 import zmq
 
+from services.coordinator import security
+from services.coordinator.authorization import Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
-from shared import codec, wire
+from services.coordinator.validation import generate_error
+from shared import codec, curve, wire
+from shared.dropped import drop, serve_metrics
 from shared.engine_settings import EngineSettings, model_num_layers
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
@@ -48,11 +52,16 @@ class CoordinatorServer:
         self.num_layers = model_num_layers(self.model_path)
         self.registry = Registry(self.num_layers, engine.fingerprint())
         self.ctx = zmq.Context()
-        self.router = make_socket(self.ctx, zmq.ROUTER, transport)
+        self.security = security.CoordinatorSecurity(settings, engine, transport, self.ctx)
+        self.router = make_socket(
+            self.ctx, zmq.ROUTER, transport, curve=self.security.keys.server()
+        )
         self.router.bind(settings.bind)
+        serve_metrics(transport.metrics_port)
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.link = PipelineLink(self.ctx, transport)
+        self.link.curve_for = self.security.client_of_stage
         self.host: EngineHost | None = None
         self.engine_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -72,6 +81,8 @@ class CoordinatorServer:
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(OUTBOX)
             self._local.push = sock
+        if isinstance(msg, wire.Configure):
+            msg = self.security.with_chain_keys(msg, [r.name for r in self.link.chain])
         sock.send_multipart([identity, *codec.encode(msg)])
 
     def _send(self, identity: bytes, msg: msgspec.Struct) -> None:
@@ -198,6 +209,7 @@ class CoordinatorServer:
         self.link.close()
         self.router.close()
         self.outbox.close()
+        self.security.close()
         self.ctx.term()
 
     def _heartbeat(self, now: float) -> None:
@@ -260,16 +272,28 @@ class CoordinatorServer:
         identity = bytes(frames[0])
         try:
             msg = codec.decode(frames[1:])
+            who = self.security.authorizer.principal(curve.user_id(frames[-1]))
+            self.security.authorizer.check(identity, who, msg)
         except wire.WireError as err:
-            log.warning("dropped message from %r: %s", identity, err)
+            drop("coordinator", "malformed", str(err))
+            return
+        except Unauthorized as err:
+            drop("coordinator", err.reason, str(err))
             return
         now = time.monotonic()
         if isinstance(msg, wire.StepResult):
-            # Only the current chain's last stage delivers results, only for its generation.
-            if not self.link.is_current_last(identity.decode(errors="replace")):
-                log.debug("ignored a step result from %r (not the chain's last stage)", identity)
-            elif not self.link.resolve(msg):
-                log.debug("ignored a stale step result %d from %r", msg.step_id, identity)
+            # Only the current chain's last stage delivers results (any chain stage may
+            # report a failure), only for a step in flight of the current generation.
+            refusal = step_result_refusal(
+                None if who.local else who.name,
+                bool(msg.error),
+                [r.name for r in self.link.chain],
+                self.link.is_in_flight(msg.step_id) and msg.generation == self.link.generation,
+            )
+            if refusal is not None:
+                drop("coordinator", "step-result", f"step {msg.step_id}: {refusal}")
+                return
+            self.link.resolve(msg)
         elif isinstance(msg, wire.Generate | wire.Abort):
             if self.host is None or not self.host.ready.is_set() or self.host.error:
                 if isinstance(msg, wire.Generate):
@@ -280,6 +304,20 @@ class CoordinatorServer:
                         error=f"not ready: {self.detail}",
                     )
                     self._send(identity, wire.Outputs(items=[out]))
+                return
+            error = None
+            if isinstance(msg, wire.Generate):
+                error = generate_error(msg, self.security.generate_limits(self.host.max_model_len))
+            if error is not None:
+                assert isinstance(msg, wire.Generate)
+                drop("coordinator", "invalid", f"Generate: {error}")
+                out = wire.RequestOutput(
+                    request_id=msg.request_id[:256],
+                    token_ids=[],
+                    finish_reason="error",
+                    error=error,
+                )
+                self._send(identity, wire.Outputs(items=[out]))
                 return
             self.host.commands.put((identity, msg))
         elif isinstance(msg, wire.StatusQuery):
@@ -330,7 +368,8 @@ class CoordinatorServer:
             record = self.registry.add(identity, msg, now)
         except RegistryError as err:
             log.error("refused stage registration: %s", err)
-            self._send(identity, wire.Shutdown(reason=str(err)))
+            reason = security.refusal_for_peer(str(err), self.registry.engine_fingerprint)
+            self._send(identity, wire.Shutdown(reason=reason))
             return
         if existing is not None:
             # Another process under this name (a restart): the old one is gone.

@@ -31,3 +31,8 @@ class CoordinatorSettings(BaseSettings):
         description="after a chain stage dies, how long to wait for a standby or a restarted "
         "stage before the interrupted requests fail",
     )
+    authorized_keys: str = Field(
+        "",
+        description="folder of public keys it admits: gateway*.key are gateways, stage*.key "
+        "are stages (needs --secret-key)",
+    )

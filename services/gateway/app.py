@@ -117,7 +117,10 @@ async def status(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(_gateway(request).metrics.render(), media_type=CONTENT_TYPE)
+    gw = _gateway(request)
+    if gw.settings.protect_metrics:
+        authenticate(request.headers, gw.settings.api_keys)
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:

@@ -16,6 +16,7 @@ import zmq
 import zmq.asyncio
 
 from shared import codec, wire
+from shared.curve import ServiceKeys
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
@@ -111,7 +112,16 @@ class CoordinatorClient:
     async def start(self) -> None:
         """Connect and start the reader and status-poller tasks."""
         self._ctx = zmq.asyncio.Context()
-        sock = make_socket(self._ctx, zmq.DEALER, self._transport, identity=self.identity)
+        keys = ServiceKeys.load(
+            self._transport.secret_key, self._transport.coordinator_key, needs_coordinator=True
+        )
+        sock = make_socket(
+            self._ctx,
+            zmq.DEALER,
+            self._transport,
+            identity=self.identity,
+            curve=keys.client_of(keys.coordinator),
+        )
         sock.connect(self.address)
         self._sock = cast(zmq.asyncio.Socket, sock)
         self._tasks = [

@@ -73,6 +73,9 @@ class GatewaySettings(TransportSettings):
     access_log: bool = Field(
         default=False, description="log every HTTP request (uvicorn access log)"
     )
+    protect_metrics: bool = Field(
+        default=False, description="/metrics needs an API key too (/status always does)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -19,11 +19,21 @@ from typing import Any
 import zmq
 
 from services.stage.layers import local_partition, parse_layers
+from services.stage.plan_validation import (
+    PlanLimits,
+    PlanRefused,
+    check_plan,
+    check_tensors,
+    max_activation_elements,
+    plan_limits,
+)
 from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
-from shared import codec, wire
+from shared import codec, curve, wire
+from shared.dropped import drop, serve_metrics
 from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
 from shared.kv_codec import decode_kv, encode_kv
+from shared.message_limits import activation_max_bytes
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.step_codec import (
@@ -47,10 +57,16 @@ class StageServer:
         self.stage = stage
         self.engine = engine
         self.transport = transport
+        # Security first: a stage that may not start must not load a model first.
+        self.keys = curve.ServiceKeys.load(transport.secret_key, transport.coordinator_key, True)
+        curve.check_bind(stage.bind, self.keys.enabled, transport.insecure, "stage (--bind)")
         model = engine.resolved_model()
         self.num_layers = model_num_layers(model)
         self.start, self.end = parse_layers(stage.layers, self.num_layers)
         self.name = stage.name or f"stage-{self.start}-{self.end}"
+        if self.keys.enabled and not stage.name:
+            # With CURVE the coordinator admits a stage only under its key's name.
+            self.name = os.path.basename(transport.secret_key).removesuffix(".key_secret")
         part = local_partition(self.start, self.end, self.num_layers)
         log.info("%s: loading layers [%d, %d) of %s", self.name, self.start, self.end, model)
         started = time.monotonic()
@@ -60,11 +76,37 @@ class StageServer:
         self.worker = StageWorker(config, part, stage.threads)
         log.info("%s: layers loaded in %.1f s", self.name, time.monotonic() - started)
         self.ctx = zmq.Context()
-        self.data = make_socket(self.ctx, zmq.ROUTER, transport)
+        # Before configure only the coordinator may send steps; then also the upstream hop.
+        self.upstream = (self.keys.coordinator or b"").decode()
+        self.allow = curve.AllowList({self.keys.coordinator or b""}, label="stage-data")
+        self.auth = curve.start_authenticator(self.ctx, self.allow) if self.keys.enabled else None
+        sched = config.scheduler_config
+        self.data = make_socket(
+            self.ctx,
+            zmq.ROUTER,
+            transport,
+            curve=self.keys.server(),
+            max_message_bytes=activation_max_bytes(
+                sched.max_num_seqs,
+                config.model_config.max_model_len,
+                sched.max_num_batched_tokens,
+                config.model_config.get_hidden_size(),
+                config.model_config.dtype.itemsize,
+            ),
+        )
         self.data.bind(stage.bind)
+        self.limits: PlanLimits | None = None
+        self.redialer: curve.Redialer | None = None
+        serve_metrics(transport.metrics_port)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
-        self.control = make_socket(self.ctx, zmq.DEALER, transport, identity=self.name.encode())
+        self.control = make_socket(
+            self.ctx,
+            zmq.DEALER,
+            transport,
+            identity=self.name.encode(),
+            curve=self.keys.client_of(self.keys.coordinator),
+        )
         self.control.connect(stage.coordinator)
         self.next: zmq.Socket | None = None  # type: ignore[type-arg]
         self.configured = False  # KV cache allocated (kept across chains)
@@ -78,7 +120,6 @@ class StageServer:
         self.stopping = threading.Event()
         self.last_heard = time.monotonic()
         self.pending_sends: list[zmq.MessageTracker] = []
-        self.max_elements = transport.max_message_bytes
 
     # ------------------------------------------------------------ lifecycle
 
@@ -128,6 +169,8 @@ class StageServer:
                 self.control.send_multipart(codec.encode(register))
                 last_register = now
             events = dict(poller.poll(timeout=int(interval * 1000)))
+            if self.redialer is not None:
+                self.redialer.tick(time.monotonic())
             if self.control in events and self._on_control(self.control.recv_multipart(copy=False)):
                 return
             if self.data in events:
@@ -135,7 +178,9 @@ class StageServer:
 
     def _heartbeats(self) -> None:
         """Heartbeat thread: its own socket, so a long step never looks like a death."""
-        sock = make_socket(self.ctx, zmq.DEALER, self.transport)
+        sock = make_socket(
+            self.ctx, zmq.DEALER, self.transport, curve=self.keys.client_of(self.keys.coordinator)
+        )
         sock.connect(self.stage.coordinator)
         seq = 0
         try:
@@ -169,9 +214,13 @@ class StageServer:
 
     def close(self) -> None:
         self.stopping.set()
+        if self.redialer is not None:
+            self.redialer.close()
         for sock in (self.data, self.control, self.next):
             if sock is not None:
                 sock.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     # ------------------------------------------------------------ control
@@ -181,7 +230,7 @@ class StageServer:
         try:
             msg = codec.decode(frames)
         except wire.WireError as err:
-            log.warning("%s: dropped control message: %s", self.name, err)
+            drop("stage-control", "malformed", str(err))
             return False
         self.last_heard = time.monotonic()
         if isinstance(msg, wire.Configure):
@@ -212,12 +261,23 @@ class StageServer:
                 log.info("%s: dropped %d requests of an earlier chain", self.name, dropped)
             self.generation = msg.generation
             self.in_chain = True
+            self.limits = plan_limits(self.worker.vllm_config, config)
+            if self.keys.enabled:
+                coordinator = self.keys.coordinator or b""
+                self.upstream = msg.upstream_key or coordinator.decode()
+                self.allow.set({coordinator, self.upstream.encode()})
+            if self.redialer is not None:
+                self.redialer.close()
+                self.redialer = None
             if self.next is not None:
                 self.next.close()
                 self.next = None
             if msg.next_address:
-                self.next = make_socket(self.ctx, zmq.DEALER, self.transport)
+                nxt = self.keys.client_of(msg.next_key.encode()) if self.keys.enabled else None
+                self.next = make_socket(self.ctx, zmq.DEALER, self.transport, curve=nxt)
                 self.next.connect(msg.next_address)
+                if nxt is not None:
+                    self.redialer = curve.Redialer(self.next, msg.next_address)
             self.configured = True
             log.info(
                 "%s: stage %d of %d, %d KV blocks, next hop %s",
@@ -236,6 +296,9 @@ class StageServer:
     def _reset(self, msg: wire.Reset) -> None:
         """Leave the chain: forget every request and the next hop, wait as a standby."""
         dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
+        if self.redialer is not None:
+            self.redialer.close()
+            self.redialer = None
         if self.next is not None:
             self.next.close(linger=0)
             self.next = None
@@ -258,19 +321,32 @@ class StageServer:
 
     def _on_data(self, frames: list[Any]) -> None:
         # frames[0] is the ROUTER identity of the upstream hop.
+        if self.keys.enabled and curve.user_id(frames[-1]) != self.upstream:
+            drop("stage-data", "unauthorized", "a step from a peer that is not the upstream hop")
+            return
         try:
             header = codec.decode(frames[1:3])
             if not isinstance(header, wire.Step):
                 raise wire.WireError(f"expected Step, got {type(header).__name__}")
-            tensors = frames_to_tensors(header.tensors, frames[3:], self.max_elements)
         except wire.WireError as err:
-            log.warning("%s: dropped activation message: %s", self.name, err)
+            drop("stage-data", "malformed", str(err))
             return
-        if not self.in_chain or header.generation != self.generation:
+        if not self.in_chain or header.generation != self.generation or self.limits is None:
             # A step of an earlier chain (or for a standby): its requests were resumed
             # elsewhere, so it is dropped, never run.
-            log.debug("%s: dropped step %d of generation %d", self.name, header.step_id,
-                      header.generation)
+            log.debug(
+                "%s: dropped step %d of generation %d", self.name, header.step_id,
+                header.generation,
+            )
+            return
+        try:
+            check_tensors(header.tensors, self.limits)
+            check_plan(header.plan, self.limits)
+            elements = max_activation_elements(self.limits)
+            tensors = frames_to_tensors(header.tensors, frames[3:], elements)
+        except (PlanRefused, wire.WireError) as err:
+            drop("stage-data", "invalid", f"step {header.step_id}: {err}")
+            self._fail_step(header.step_id, f"refused an invalid step: {err}")
             return
         for sent in self.pending_sends:
             sent.wait()

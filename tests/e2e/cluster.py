@@ -31,6 +31,8 @@ class Cluster:
     log_dir: Path
     env_extra: dict[str, str] = field(default_factory=dict)
     gateway_args: list[str] = field(default_factory=list)
+    coordinator_args: list[str] = field(default_factory=list)
+    stage_args: list[list[str]] = field(default_factory=list)  # one list per stage
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator_port: int = 0
     port: int = 0
@@ -66,10 +68,12 @@ class Cluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.coordinator_port = free_port()
         self.port = free_port()
-        self.spawn("coordinator", ["coordinator", "--bind", self.coordinator])
-        for start, end in self.layers:
+        coordinator = ["coordinator", "--bind", self.coordinator, *self.coordinator_args]
+        self.spawn("coordinator", coordinator)
+        for index, (start, end) in enumerate(self.layers):
             env = dict(self.env(), LAYERBUS_STAGE_THREADS="1")
             args = ["stage", "--layers", f"{start}:{end}", "--coordinator", self.coordinator]
+            args += self.stage_args[index] if index < len(self.stage_args) else []
             self.spawn(f"stage-{start}-{end}", args + ["--kv-cache-gb", "0.25"], env)
         gateway = ["gateway", "--port", str(self.port), "--coordinator", self.coordinator]
         self.spawn("gateway", gateway + ["--model", self.model, *self.gateway_args])

@@ -53,3 +53,14 @@ def test_tensor_frames_reject_inconsistent_sizes() -> None:
     bad = [wire.TensorMeta(name="x", dtype="object", shape=[1])]
     with pytest.raises(wire.WireError, match="dtype"):
         frames_to_tensors(bad, [b"\x00"], max_elements=8)
+
+
+def test_invalid_utf8_in_a_string_is_a_wire_error() -> None:
+    import pytest
+
+    from shared import codec, wire
+
+    tag, body = codec.encode(wire.Heartbeat(name="stage-a", seq=1))
+    bad = body.replace(b"stage-a", b"stage\xa3\xff")
+    with pytest.raises(wire.WireError):
+        codec.decode([tag, bad])
