@@ -144,23 +144,39 @@ class DelayProxy:
         up_w: asyncio.StreamWriter | None = None
         try:
             up_r, up_w = await asyncio.open_connection(*route.target)
-            # A TaskGroup cancels the other direction when one fails (a reset).
-            async with asyncio.TaskGroup() as group:
-                group.create_task(_pipe(down_r, up_w, self.delay_s, self.buffer_bytes))
-                group.create_task(_pipe(up_r, down_w, self.delay_s, self.buffer_bytes))
-        except* (ConnectionError, OSError):
-            pass  # a reset or refused target: both sides are closed below
+            await self._forward(down_r, down_w, up_r, up_w)
+        except (ConnectionError, OSError):
+            pass  # a refused target: the client's side is closed below
+        except asyncio.CancelledError:
+            pass  # close(): end quietly (asyncio's server callback logs a cancelled task)
         finally:
             for w in (down_w, up_w):
                 if w is not None:
                     w.close()
             self._connections.discard(task)
 
+    async def _forward(
+        self,
+        down_r: asyncio.StreamReader,
+        down_w: asyncio.StreamWriter,
+        up_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            # A TaskGroup cancels the other direction when one fails (a reset).
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_pipe(down_r, up_w, self.delay_s, self.buffer_bytes))
+                group.create_task(_pipe(up_r, down_w, self.delay_s, self.buffer_bytes))
+        except* (ConnectionError, OSError):
+            pass  # a reset: both sides are closed by the caller
+
     async def close(self) -> None:
         for server in self.servers:
             server.close()
-        for task in list(self._connections):
+        tasks = list(self._connections)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for server in self.servers:
             await server.wait_closed()
 

@@ -137,3 +137,24 @@ def test_settings_are_checked() -> None:
         DelayProxy([], 0.1, 10)
     with pytest.raises(ValueError, match="--delay-ms"):
         DelayProxy([], -1.0, 1 << 20)
+
+
+def test_closing_the_proxy_ends_open_connections_quietly() -> None:
+    async def scenario() -> None:
+        errors: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        target = Target()
+        proxy = await _start([target])
+        reader, writer = await asyncio.open_connection(*proxy.addresses()[0])
+        writer.write(b"hello")
+        while not target.received:
+            await asyncio.sleep(0.01)
+        await proxy.close()
+        assert await _read_all(reader) == b""
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert errors == []
+        writer.close()
+        await target.close()
+
+    asyncio.run(scenario())
