@@ -234,6 +234,13 @@ def _status(url: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401 - checked now rather than after a long run
+    except ImportError:
+        raise SystemExit(
+            "serve_bench: matplotlib is missing; install the bench extra "
+            "(pip install -e '.[bench]'; make install does)"
+        ) from None
     from shared.engine_settings import model_num_layers
 
     if not args.model:
