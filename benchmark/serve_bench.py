@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=ROOT / "build" / "bench")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one concurrency (tests)")
     args = p.parse_args(argv)
+    usable = os.sched_getaffinity(0)
+    if not args.cores or not set(args.cores) <= usable:
+        p.error(f"--cores {args.cores} must be CPUs this process may use: {sorted(usable)}")
     if args.smoke:
         args.input_len, args.output_len = 32, 8
         args.concurrency, args.wan_concurrency = [2], 2

@@ -1,3 +1,5 @@
+import pytest
+
 from benchmark.serve_bench import num_prompts, parse_args
 
 
@@ -30,3 +32,8 @@ def test_request_counts_are_bounded() -> None:
     assert num_prompts(args, 1) == 8
     assert num_prompts(args, 64) == 256
     assert num_prompts(args, 1000) == 512
+
+
+def test_cores_must_exist() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--cores", "4096"])
