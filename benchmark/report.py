@@ -198,6 +198,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ]
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    levels = [row["concurrency"] for row in rows]
+    if levels:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.minorticks_off()
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("concurrency")
     ax.set_ylabel("output tokens/s")
     ax.set_title("No delay")
