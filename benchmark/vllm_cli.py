@@ -24,7 +24,7 @@ def _vllm_aware_version(name: str) -> str:
 
 
 def main() -> int:
-    metadata.version = _vllm_aware_version
+    metadata.version = _vllm_aware_version  # type: ignore[assignment]
     from vllm.entrypoints.cli.main import main as vllm_main
 
     sys.argv[0] = "vllm"

@@ -1,0 +1,82 @@
+"""Every benchmark script in its smoke mode, so none of them can rot (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_hop_latency_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "hop.json"
+    cmd = [sys.executable, "-m", "benchmark.hop_latency", "--smoke", "--output", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = json.loads(out.read_text())
+    assert set(summary) >= {"raw_ms", "layerbus_ms", "added_ms", "rows", "bytes_per_hop"}
+    assert set(summary["added_ms"]) == {"median", "p99"}
+    assert summary["bytes_per_hop"] == 2 * 32 * 576 * 4
+    assert b"added per hop" in proc.stdout
+
+
+def test_delay_proxy_command_forwards_bytes() -> None:
+    with socket.socket() as target:
+        target.bind(("127.0.0.1", 0))
+        target.listen()
+        port = target.getsockname()[1]
+        cmd = [sys.executable, "-m", "benchmark.delay_proxy", "--delay-ms", "5"]
+        cmd += ["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}"]
+        proxy = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE)
+        try:
+            assert proxy.stdout is not None
+            ready = proxy.stdout.readline().decode()
+            assert ready.startswith("delay_proxy ready (5 ms): 127.0.0.1:"), ready
+            listen_port = int(ready.split(": ", 1)[1].split(" -> ")[0].rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", listen_port)) as client:
+                client.sendall(b"ping through the proxy")
+                client.shutdown(socket.SHUT_WR)
+                conn, _ = target.accept()
+                with conn:
+                    got = b""
+                    while chunk := conn.recv(4096):
+                        got += chunk
+            assert got == b"ping through the proxy"
+        finally:
+            proxy.terminate()
+            proxy.wait()
+
+
+@pytest.mark.e2e
+def test_serve_bench_smoke(tmp_path: Path) -> None:
+    """vllm serve, layerbus and layerbus behind delay proxies, each for a couple of requests."""
+    pytest.importorskip("matplotlib", reason="the bench extra installs matplotlib")
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "benchmark.serve_bench", "--smoke", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()[-5000:]
+    results = json.loads((out / "bench.json").read_text())
+    keys = {(r["system"], r["delay_ms"], r["micro_batches"]) for r in results["runs"]}
+    assert keys == {("vllm", 0.0, None), ("layerbus", 0.0, None), ("layerbus", 10.0, None)}
+    for run in results["runs"]:
+        metrics = run["metrics"]
+        assert metrics["completed"] == run["num_prompts"] == 2, run["name"]
+        assert metrics["failed"] == 0, run["name"]
+        assert metrics["total_output_tokens"] == 2 * results["settings"]["output_len"]
+        for key in ("output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms"):
+            assert isinstance(metrics[key], float), (run["name"], key)
+    table = (out / "bench.md").read_text()
+    assert "| 2 | layerbus |" in table and "| 10 | default |" in table
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
