@@ -134,8 +134,9 @@ def settled(cluster: Cluster, free_blocks: int) -> bool:
 
 
 def start_stage(
-    cluster: Cluster, start: int, end: int, name: str, extra_env: dict[str, str] | None = None
+    cluster: Cluster, start: int, end: int, name: str, coordinator: str | None = None
 ) -> None:
-    env = dict(cluster.env(), LAYERBUS_STAGE_THREADS="1", **(extra_env or {}))
-    args = ["stage", "--layers", f"{start}:{end}", "--coordinator", cluster.coordinator]
+    env = dict(cluster.env(), LAYERBUS_STAGE_THREADS="1")
+    address = coordinator or cluster.coordinator
+    args = ["stage", "--layers", f"{start}:{end}", "--coordinator", address]
     cluster.spawn(name, args + ["--name", name, "--kv-cache-gb", "0.25"], env)

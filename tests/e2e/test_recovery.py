@@ -130,6 +130,20 @@ def test_sigstop_active_stage_with_standby(healing: Cluster, reference: list[str
     assert _texts(run_streams(healing.url, STREAMS, TOKENS)) == reference
 
 
+def test_sigterm_drains_active_stage_to_standby(healing: Cluster, reference: list[str]) -> None:
+    victim = _active(healing, 15)
+    pid = int(str(victim["pid"]))
+    proc = next(p for p in healing.procs.values() if p.pid == pid)
+
+    def term(_: list[StreamResult]) -> None:
+        os.kill(pid, signal.SIGTERM)
+
+    results = run_streams(healing.url, STREAMS, TOKENS, during=term)
+    assert _texts(results) == reference  # no request failed, nothing changed
+    assert proc.wait(timeout=60) == 0  # it left cleanly after handing its work over
+    assert _active(healing, 15)["name"] != victim["name"]
+
+
 def test_kill_then_restart_same_stage(model_path: str, tmp_path: Path) -> None:
     # Loading a stage takes 10-30 s on a busy 2-core machine: leave it room.
     cluster = _cluster(model_path, tmp_path, LAYERBUS_RECOVERY_TIMEOUT_S="120")
