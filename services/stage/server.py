@@ -334,9 +334,11 @@ class StageServer:
         if not self.in_chain or header.generation != self.generation or self.limits is None:
             # A step of an earlier chain (or for a standby): its requests were resumed
             # elsewhere, so it is dropped, never run.
-            log.debug(
-                "%s: dropped step %d of generation %d", self.name, header.step_id,
-                header.generation,
+            drop(
+                "stage-data",
+                "stale",
+                f"step {header.step_id} of generation {header.generation} "
+                f"(this stage: {self.generation}, in chain: {self.in_chain})",
             )
             return
         try:

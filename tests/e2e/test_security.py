@@ -163,7 +163,7 @@ def register(name: str, fingerprint: str = "forged") -> wire.Register:
     )
 
 
-def bad_step(step_id: int, block: int) -> wire.Step:
+def bad_step(step_id: int, block: int, generation: int = 0) -> wire.Step:
     plan = wire.StepPlan(
         new_requests=[
             wire.NewRequestPlan(
@@ -179,7 +179,7 @@ def bad_step(step_id: int, block: int) -> wire.Step:
         total_num_scheduled_tokens=3,
         finished_req_ids=[],
     )
-    return wire.Step(step_id=step_id, plan=plan, tensors=[])
+    return wire.Step(step_id=step_id, plan=plan, tensors=[], generation=generation)
 
 
 def hostile_messages() -> list[wire.Step | wire.Register | wire.Heartbeat | wire.Abort]:
@@ -284,7 +284,12 @@ def test_a_step_with_out_of_range_blocks_is_refused_and_the_stage_keeps_serving(
     before = secured.dropped("stage-a").get(("stage-data", "invalid"), 0)
     # The coordinator's own key: the one upstream stage 0 accepts.
     sock = secured.peer(secured.stage_address(0), "coordinator", "stage-a")
-    sock.send_multipart(codec.encode(bad_step(random.randrange(1 << 40, 1 << 50), 10**6)))
+    # The current chain generation: a step of another generation is dropped before any check.
+    generation = httpx.get(secured.cluster.url + "/status", timeout=10).json()["coordinator"][
+        "generation"
+    ]
+    step = bad_step(random.randrange(1 << 40, 1 << 50), 10**6, generation)
+    sock.send_multipart(codec.encode(step))
     sock.close(linger=5000)
     assert secured.wait_dropped("stage-a", ("stage-data", "invalid"), before) == before + 1
     ask_paris(secured.cluster)
