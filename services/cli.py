@@ -243,13 +243,18 @@ def serve(argv: list[str]) -> int:
 
 
 def health(argv: list[str]) -> int:
-    """`layerbus health [TARGET [STAGE]]`; TARGET defaults to LAYERBUS_HEALTH_TARGET."""
+    """`layerbus health [TARGET [STAGE]]`; defaults: LAYERBUS_HEALTH_TARGET, LAYERBUS_HEALTH_STAGE.
+
+    STAGE `self` is this container's stage (LAYERBUS_STAGE_NAME or stage-START-END).
+    """
     import os
 
-    from services.health_probe import probe
+    from services.health_probe import own_stage_name, probe
 
     target = argv[0] if argv else os.environ.get("LAYERBUS_HEALTH_TARGET", "")
     stage = argv[1] if len(argv) > 1 else os.environ.get("LAYERBUS_HEALTH_STAGE", "")
+    if stage == "self":
+        stage = own_stage_name(os.environ)
     problem = probe(target, stage)
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)

@@ -12,6 +12,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 from shared import wire
 
@@ -23,6 +24,15 @@ def stage_verdict(status: wire.Status, stage: str) -> str | None:
             return f"{stage} is dead" if entry.state == "dead" else None
     names = ", ".join(s.name for s in status.stages) or "none"
     return f"the coordinator does not list {stage} (it lists: {names})"
+
+
+def own_stage_name(env: Mapping[str, str]) -> str:
+    """The name this container's stage registers under (as services/stage/server.py names it)."""
+    name = env.get("LAYERBUS_STAGE_NAME", "")
+    if name:
+        return name
+    start, _, end = env.get("LAYERBUS_STAGE_LAYERS", "").partition(":")
+    return f"stage-{start.strip()}-{end.strip()}"
 
 
 def probe_http(url: str, timeout_s: float) -> str | None:

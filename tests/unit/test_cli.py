@@ -48,9 +48,7 @@ def test_no_prefix_of_a_non_boolean_is_an_unknown_name() -> None:
 
 
 def test_bare_boolean_builds_true_setting() -> None:
-    [engine] = cli.build(
-        [EngineSettings], cli.parse_flags(["--no-enable-prefix-caching"], BOOLS)
-    )
+    [engine] = cli.build([EngineSettings], cli.parse_flags(["--no-enable-prefix-caching"], BOOLS))
     assert engine.enable_prefix_caching is False
 
 

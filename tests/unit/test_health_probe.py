@@ -90,3 +90,10 @@ def test_http_probe_refused_port_is_unhealthy() -> None:
 
 def test_unknown_target_names_the_setting() -> None:
     assert "LAYERBUS_HEALTH_TARGET" in str(probe(""))
+
+
+def test_own_stage_name() -> None:
+    from services.health_probe import own_stage_name
+
+    assert own_stage_name({"LAYERBUS_STAGE_NAME": "stage-0"}) == "stage-0"
+    assert own_stage_name({"LAYERBUS_STAGE_LAYERS": "15:30"}) == "stage-15-30"
