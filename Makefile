@@ -10,7 +10,7 @@ COORDINATOR_PORT ?= 5555
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
-.PHONY: install serve test lint unit e2e clean
+.PHONY: install serve test test-deploy test-docker lint unit e2e clean
 
 install: $(STAMP)
 
@@ -38,6 +38,15 @@ unit: install
 test: install lint
 	$(BIN)/layerbus prepare-model
 	$(BIN)/python -m pytest -q -rs tests
+
+# Docker images and compose stacks (issue 9): installs docker.io/docker-compose from
+# Debian and starts dockerd where it can, builds the images, runs the stacks. Not part
+# of `make test` (image build + two stacks take tens of minutes on a small host).
+test-deploy: install
+	deploy/scripts/docker-host.sh
+	LAYERBUS_TEST_DEPLOY=1 $(BIN)/python -m pytest -q -rsx tests/deploy
+
+test-docker: test-deploy
 
 clean:
 	rm -rf $(VENV) build *.egg-info
