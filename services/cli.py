@@ -246,13 +246,16 @@ def health(argv: list[str]) -> int:
     """`layerbus health [TARGET [STAGE]]`; defaults: LAYERBUS_HEALTH_TARGET, LAYERBUS_HEALTH_STAGE.
 
     STAGE `self` is this container's stage (LAYERBUS_STAGE_NAME or stage-START-END).
+    With neither, the target is found from the layerbus service running in this container.
     """
     import os
 
-    from services.health_probe import own_stage_name, probe
+    from services.health_probe import own_stage_name, probe, running_service
 
     target = argv[0] if argv else os.environ.get("LAYERBUS_HEALTH_TARGET", "")
     stage = argv[1] if len(argv) > 1 else os.environ.get("LAYERBUS_HEALTH_STAGE", "")
+    if not target:
+        target, stage = running_service(os.environ)
     if stage == "self":
         stage = own_stage_name(os.environ)
     problem = probe(target, stage)

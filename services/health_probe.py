@@ -35,6 +35,69 @@ def own_stage_name(env: Mapping[str, str]) -> str:
     return f"stage-{start.strip()}-{end.strip()}"
 
 
+def _flag(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _local(address: str) -> str:
+    """tcp://0.0.0.0:5555 or tcp://*:5555 -> tcp://127.0.0.1:5555 (probe from inside)."""
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if host in ("0.0.0.0", "*", ""):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port}"
+
+
+def infer_target(cmdline: list[str], env: Mapping[str, str]) -> tuple[str, str]:
+    """(target, stage) for a `layerbus COMMAND ...` process line; ("", "") if not one."""
+    for i, arg in enumerate(cmdline):
+        if arg not in ("coordinator", "stage", "gateway"):
+            continue
+        if i == 0 or not (cmdline[i - 1].endswith("layerbus") or cmdline[i - 1] == "services.cli"):
+            continue
+        args = cmdline[i + 1 :]
+        if arg == "gateway":
+            port = _flag(args, "port") or env.get("LAYERBUS_PORT") or "8000"
+            return f"http://127.0.0.1:{port}/health", ""
+        if arg == "coordinator":
+            bind = _flag(args, "bind") or env.get("LAYERBUS_BIND") or "tcp://127.0.0.1:5555"
+            return _local(bind), ""
+        coordinator = (
+            _flag(args, "coordinator")
+            or env.get("LAYERBUS_STAGE_COORDINATOR")
+            or "tcp://127.0.0.1:5555"
+        )
+        stage_env = dict(env)
+        for name in ("name", "layers"):
+            value = _flag(args, name)
+            if value is not None:
+                stage_env[f"LAYERBUS_STAGE_{name.upper()}"] = value
+        return coordinator, own_stage_name(stage_env)
+    return "", ""
+
+
+def running_service(env: Mapping[str, str]) -> tuple[str, str]:
+    """infer_target for the first layerbus service running in this container (from /proc)."""
+    from pathlib import Path
+
+    for entry in sorted(Path("/proc").iterdir(), key=lambda p: p.name.zfill(10)):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        found = infer_target([a.decode(errors="replace") for a in raw.split(b"\0") if a], env)
+        if found[0]:
+            return found
+    return "", ""
+
+
 def probe_http(url: str, timeout_s: float) -> str | None:
     """None when the URL answers 200, else why not."""
     try:
@@ -86,6 +149,6 @@ def probe(target: str, stage: str = "", timeout_s: float = 4.0) -> str | None:
             return str(err)
         return stage_verdict(status, stage) if stage else None
     return (
-        f"health target {target!r} is neither http(s):// nor tcp://; "
-        "set LAYERBUS_HEALTH_TARGET or pass it: layerbus health TARGET [STAGE]"
+        f"health target {target!r} is neither http(s):// nor tcp:// and no layerbus service "
+        "runs here; set LAYERBUS_HEALTH_TARGET or pass it: layerbus health TARGET [STAGE]"
     )

@@ -97,3 +97,23 @@ def test_own_stage_name() -> None:
 
     assert own_stage_name({"LAYERBUS_STAGE_NAME": "stage-0"}) == "stage-0"
     assert own_stage_name({"LAYERBUS_STAGE_LAYERS": "15:30"}) == "stage-15-30"
+
+
+def test_infer_target_from_the_service_command_line() -> None:
+    from services.health_probe import infer_target
+
+    assert infer_target(["/opt/venv/bin/layerbus", "gateway", "--port", "9000"], {}) == (
+        "http://127.0.0.1:9000/health",
+        "",
+    )
+    assert infer_target(["/opt/venv/bin/layerbus", "gateway"], {"LAYERBUS_PORT": "81"}) == (
+        "http://127.0.0.1:81/health",
+        "",
+    )
+    env = {"LAYERBUS_BIND": "tcp://0.0.0.0:5555"}
+    assert infer_target(["layerbus", "coordinator"], env) == ("tcp://127.0.0.1:5555", "")
+    line = ["python", "-m", "services.cli", "stage", "--layers=0:15", "--coordinator=tcp://c:1"]
+    assert infer_target(line, {}) == ("tcp://c:1", "stage-0-15")
+    env = {"LAYERBUS_STAGE_COORDINATOR": "tcp://c:2", "LAYERBUS_STAGE_NAME": "s0"}
+    assert infer_target(["layerbus", "stage"], env) == ("tcp://c:2", "s0")
+    assert infer_target(["python", "-m", "pytest", "stage"], {}) == ("", "")
