@@ -68,6 +68,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port)]
     argv += ["--coordinator-port", str(free_port()), "--metrics-port", "0"]
     argv += ["--kv-cache-gb", "0.25", "--restart-backoff-s", "1"]
+    # Engine flags must reach the coordinator and every stage (issue 9, acceptance 3):
+    # a stage with another engine fingerprint would be refused by the coordinator.
+    argv += ["--max-model-len", "1024", "--max-num-seqs", "32", "--no-enable-prefix-caching"]
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
@@ -88,6 +91,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_engine_flags_reach_every_child(served: Served) -> None:
+    status = httpx.get(f"{served.url}/status", timeout=10).json()
+    assert status["coordinator"]["max_model_len"] == 1024
+    assert [s["state"] for s in status["stages"]] == ["configured", "configured"]
+    line = ["--max-model-len=1024", "--max-num-seqs=32", "--enable-prefix-caching=false"]
+    for name in ("coordinator", "stage-0-15", "stage-15-30"):
+        [pid] = served.pids(name)
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert all(flag in args for flag in line), (name, args)
 
 
 def test_killed_stage_is_restarted(served: Served) -> None:
