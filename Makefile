@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
-.PHONY: install serve test lint unit e2e bench clean
+.PHONY: install serve test test-deploy test-docker lint unit e2e bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ bench: install
 	$(BIN)/layerbus prepare-model
 	$(BIN)/python -m benchmark.hop_latency --output $(BENCH_OUT)/hop_latency.json
 	$(BIN)/python -m benchmark.serve_bench --output-dir $(BENCH_OUT) $(BENCH_ARGS)
+
+# Docker images and compose stacks (issue 9): installs docker.io/docker-compose from
+# Debian and starts dockerd where it can, builds the images, runs the stacks. Not part
+# of `make test` (image build + two stacks take tens of minutes on a small host).
+test-deploy: install
+	deploy/scripts/docker-host.sh
+	LAYERBUS_TEST_DEPLOY=1 $(BIN)/python -m pytest -q -rsx tests/deploy
+
+test-docker: test-deploy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

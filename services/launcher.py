@@ -1,8 +1,11 @@
-"""`layerbus serve`: gateway + coordinator + stages as child processes on this host.
+"""`layerbus serve`: gateway + coordinator + stages as supervised child processes on this host.
 
 Prints progress while the stages load and one line with the URL when ready.
-Ctrl-C (or SIGTERM) stops every child; children also die with this process
-(PR_SET_PDEATHSIG), so none is left behind.
+After that, a child that dies is restarted (with backoff; each death and restart
+is logged with the old and new pid); the stack stops only on Ctrl-C or SIGTERM,
+within 10 s. A child that dies before the stack is ready stops everything: that is
+almost always a setting, and restarting it would only repeat the error.
+Children also die with this process (PR_SET_PDEATHSIG), so none is left behind.
 """
 
 from __future__ import annotations
@@ -16,34 +19,51 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.backoff import RestartBackoff
+from services.serve_plan import ChildSpec, ServePlan, plan_children
 from services.stage.layers import even_split
 from shared.engine_settings import EngineSettings, model_num_layers
 
+STOP_GRACE_S = 7.0  # SIGTERM to SIGKILL: the whole stop stays under 10 s
+
 
 class ServeSettings(BaseSettings):
-    """What `make serve` starts: how many stages and on which ports."""
+    """What `make serve` starts: how many stages, on which ports, and how it supervises."""
 
     model_config = SettingsConfigDict(env_prefix="LAYERBUS_SERVE_", extra="ignore")
 
     stages: int = Field(2, ge=1, description="number of stages to split the layers into")
+    standby: bool = Field(False, description="start one extra (standby) stage per layer range")
     host: str = Field("127.0.0.1", description="gateway HTTP address")
     port: int = Field(8000, description="gateway HTTP port")
     coordinator_port: int = Field(5555, description="coordinator ROUTER port")
-    kv_cache_gb: float = Field(0.5, description="KV cache per stage, GiB")
-    startup_timeout_s: float = Field(900.0, description="give up if not ready by then")
+    metrics_port: int = Field(
+        9100,
+        ge=0,
+        description="first metrics port: coordinator, then each stage (0 = off; "
+        "used where the services have --metrics-port)",
+    )
+    kv_cache_gb: float = Field(0.5, gt=0, description="KV cache per stage, GiB")
+    startup_timeout_s: float = Field(900.0, gt=0, description="give up if not ready by then")
+    restart_backoff_s: float = Field(
+        1.0, gt=0, description="first delay before restarting a dead child (doubles to 30 s)"
+    )
 
 
-def _die_with_parent() -> None:
-    """Runs in each child before exec: SIGTERM it when the launcher dies."""
+def _die_with_parent(cpus: tuple[int, ...]) -> None:
+    """Runs in each child before exec: SIGTERM it when the launcher dies; bind its cores."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def _get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -59,44 +79,85 @@ def _get_json(url: str) -> tuple[int, dict[str, object]]:
         return 0, {}
 
 
+def _say(line: str) -> None:
+    print(f"layerbus: {line}", flush=True)
+
+
+def describe_exit(code: int) -> str:
+    """'exit code 1' or 'signal SIGKILL' for a Popen return code."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Child:
+    """One supervised child process and its restart state; owned by the launcher's main thread."""
+
+    spec: ChildSpec
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
+
+
 class Launcher:
-    """Owns the child processes; runs on the main thread."""
+    """Starts, watches and restarts the child processes; runs on the main thread."""
 
     def __init__(self, serve: ServeSettings, engine: EngineSettings) -> None:
         self.serve = serve
         self.engine = engine
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[Child] = []
         self.stopping = False
+        self.env = dict(os.environ)
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "services.cli", *args]
-        child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
-        self.children.append((name, child))
+    def spawn(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "services.cli", *child.spec.args]
+        env = dict(self.env, **child.spec.env)
+        cpus = child.spec.cpus
+        child.proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: _die_with_parent(cpus))
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        binding = f", cores {','.join(map(str, cpus))}" if cpus else ""
+        _say(f"started {child.spec.name} (pid {child.proc.pid}{binding})")
 
-    def start(self, model: str) -> str:
+    def start(
+        self,
+        model: str,
+        forwarded: dict[str, dict[str, str]],
+        metrics_capable: set[str],
+    ) -> str:
         serve = self.serve
-        coordinator = f"tcp://127.0.0.1:{serve.coordinator_port}"
-        env = dict(os.environ)
-        env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        env["LAYERBUS_MODEL"] = model
+        self.env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        self.env["LAYERBUS_MODEL"] = model
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.spawn("coordinator", ["coordinator", "--bind", coordinator], env)
-        ranges = even_split(model_num_layers(model), serve.stages)
-        threads = max(1, (os.cpu_count() or 1) // serve.stages)
-        for start, end in ranges:
-            stage_env = dict(env, LAYERBUS_STAGE_THREADS=str(threads))
-            args = ["stage", "--layers", f"{start}:{end}", "--coordinator", coordinator]
-            args += ["--kv-cache-gb", str(serve.kv_cache_gb)]
-            self.spawn(f"stage {start}:{end}", args, stage_env)
-        gateway = ["gateway", "--host", serve.host, "--port", str(serve.port)]
-        gateway += ["--coordinator", coordinator, "--model", model]
-        self.spawn("gateway", gateway, env)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, self.env.get("PYTHONPATH")]))
+        plan = ServePlan(
+            model=model,
+            ranges=even_split(model_num_layers(model), serve.stages),
+            coordinator_address=f"tcp://127.0.0.1:{serve.coordinator_port}",
+            host=serve.host,
+            port=serve.port,
+            kv_cache_gb=serve.kv_cache_gb,
+            standby=serve.standby,
+            metrics_port=serve.metrics_port,
+            cpus=sorted(os.sched_getaffinity(0)),
+        )
+        for spec in plan_children(plan, forwarded, metrics_capable):
+            backoff = RestartBackoff(initial_s=serve.restart_backoff_s)
+            child = Child(spec, backoff=backoff)
+            self.children.append(child)
+            self.spawn(child)
         return f"http://{serve.host}:{serve.port}"
 
     def wait_ready(self, url: str) -> bool:
         deadline = time.monotonic() + self.serve.startup_timeout_s
         last = ""
+        expected = len(self.children) - 2
         while time.monotonic() < deadline and not self.stopping:
             if self.dead_child():
                 return False
@@ -109,34 +170,58 @@ class Launcher:
             line = str(detail or "starting processes")
             stages = status.get("stages") or []
             if isinstance(stages, list) and stages:
-                line += f" ({len(stages)} of {self.serve.stages} stages registered)"
+                line += f" ({len(stages)} of {expected} stages registered)"
             if line != last:
-                print(f"layerbus: {line}", flush=True)
+                _say(line)
                 last = line
             time.sleep(0.5)
         return False
 
     def dead_child(self) -> str | None:
-        for name, child in self.children:
-            if child.poll() is not None:
-                return f"{name} exited with code {child.returncode}"
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                return f"{child.spec.name} exited with {describe_exit(child.proc.returncode)}"
         return None
 
+    def supervise_once(self, now: float) -> None:
+        """Schedule a restart for each child that died; start those whose delay is over."""
+        for child in self.children:
+            proc = child.proc
+            if child.restart_at is None and proc is not None and proc.poll() is not None:
+                delay = child.backoff.on_death(now - child.started_at)
+                child.restart_at = now + delay
+                print(
+                    f"layerbus: {child.spec.name} (pid {proc.pid}) died with "
+                    f"{describe_exit(proc.returncode)}; restarting in {delay:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif child.restart_at is not None and now >= child.restart_at and not self.stopping:
+                child.restarts += 1
+                self.spawn(child)
+
     def stop(self) -> None:
+        """SIGTERM every child (gateway first), SIGKILL what is left after STOP_GRACE_S."""
         self.stopping = True
-        for _, child in reversed(self.children):
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 15
-        for _, child in self.children:
+        procs = [c.proc for c in reversed(self.children) if c.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+                proc.kill()
+                proc.wait()
 
 
-def serve(settings: ServeSettings, engine: EngineSettings) -> int:
+def serve(
+    settings: ServeSettings,
+    engine: EngineSettings,
+    forwarded: dict[str, dict[str, str]] | None = None,
+    metrics_capable: set[str] | None = None,
+) -> int:
     """Entry point of `layerbus serve`; returns the exit code."""
     launcher = Launcher(settings, engine)
 
@@ -146,13 +231,11 @@ def serve(settings: ServeSettings, engine: EngineSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        print("layerbus: preparing the model", flush=True)
+        _say("preparing the model")
         model = engine.resolved_model()
-        url = launcher.start(model)
-        print(
-            f"layerbus: starting gateway, coordinator and {settings.stages} stages for {model}",
-            flush=True,
-        )
+        url = launcher.start(model, forwarded or {}, metrics_capable or set())
+        extra = " (and a standby each)" if settings.standby else ""
+        _say(f"starting gateway, coordinator and {settings.stages} stages{extra} for {model}")
         if not launcher.wait_ready(url):
             reason = launcher.dead_child() or "not ready before startup_timeout_s"
             print(f"layerbus: start-up failed: {reason}", file=sys.stderr, flush=True)
@@ -163,13 +246,10 @@ def serve(settings: ServeSettings, engine: EngineSettings) -> int:
             flush=True,
         )
         while True:
-            died = launcher.dead_child()
-            if died:
-                print(f"layerbus: {died}; stopping", file=sys.stderr, flush=True)
-                return 1
+            launcher.supervise_once(time.monotonic())
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("layerbus: stopping", flush=True)
+        _say("stopping")
         return 0
     finally:
         launcher.stop()
