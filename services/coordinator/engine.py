@@ -13,6 +13,7 @@ import msgspec
 
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.pipeline import PipelineLink
+from services.coordinator.structured import structured_outputs_params, verify_structured
 from shared import wire
 from shared.engine_settings import EngineSettings, build_vllm_config
 
@@ -44,6 +45,9 @@ def sampling_params(
         stop_token_ids=list(spec.stop_token_ids),
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
+        structured_outputs=(
+            None if spec.structured is None else structured_outputs_params(spec.structured)
+        ),
     )
     params.update_from_generation_config(generation_config, eos)
     return params
@@ -113,8 +117,9 @@ class EngineHost:
         chain = self.link.chain
         executor = PipelineExecutor.bind(self.link, self.configure_timeout_s)
         config = build_vllm_config(
-            self.engine_settings, pipeline_size=len(chain), executor=executor
+            self.engine_settings, pipeline_size=len(chain), executor=executor, tokenizer=True
         )
+        self.vllm_config = config
         self.max_model_len = config.model_config.max_model_len
         self.generation_config = config.model_config.get_diff_sampling_param()
         hf = config.model_config.hf_config
@@ -204,6 +209,8 @@ class EngineHost:
         if error is None:
             try:
                 params = sampling_params(msg.sampling, self.generation_config, self.eos)
+                if params.structured_outputs is not None:
+                    verify_structured(params, self.vllm_config)
                 request = EngineCoreRequest(
                     request_id=rid,
                     prompt_token_ids=list(msg.prompt_token_ids),

@@ -26,6 +26,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
+from services.gateway.structured import structured_spec
 from services.gateway.tokenization import TemplateError, Tokenizer
 from shared import wire
 
@@ -87,6 +88,7 @@ def sampling_spec(
         ignore_eos=bool(req.ignore_eos),
         min_tokens=min_tokens,
         stop_token_ids=list(req.stop_token_ids or []),
+        structured=structured_spec(req.response_format, req.structured_outputs),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,38 @@ class ChatMessage(_Lenient):
     content: str | list[TextPart] | None = None
 
 
+class JsonSchemaFormat(_Lenient):
+    """`response_format.json_schema`: a named JSON Schema; part of a parsed body."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    """`response_format` (OpenAI); part of a parsed body."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Lenient):
+    """vLLM's `structured_outputs` extension (one constraint); part of a parsed body."""
+
+    json_: str | dict[str, Any] | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+
 class SamplingRequest(_Lenient):
     """Fields shared by chat and completion bodies; owned by one request's task."""
 
@@ -64,6 +96,8 @@ class SamplingRequest(_Lenient):
     user: str | None = None
     # vLLM's extension: also return the generated token ids in each choice.
     return_token_ids: bool | None = False
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     def stop_strings(self) -> list[str]:
         """`stop` as a list without empty strings."""

@@ -21,6 +21,7 @@ from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
 from shared import codec, wire
 from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
+from shared.grammar_codec import grammar_output_from_mask
 from shared.kv_codec import decode_kv, encode_kv
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
@@ -210,7 +211,10 @@ class StageServer:
         self.pending_sends.clear()
         try:
             scheduler_output = scheduler_output_from_plan(header.plan)
-            out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None)
+            grammar = None
+            if self.worker.is_last and header.plan.grammar is not None:
+                grammar = grammar_output_from_mask(header.plan.grammar)
+            out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None, grammar)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
             self._fail_step(header.step_id, f"{type(err).__name__}: {err}")
