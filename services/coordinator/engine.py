@@ -121,7 +121,8 @@ class EngineHost:
         )
         self.vllm_config = config
         self.max_model_len = config.model_config.max_model_len
-        self.generation_config = config.model_config.get_diff_sampling_param()
+        # What vLLM's InputProcessor hands update_from_generation_config (eos ids).
+        self.generation_config = config.model_config.try_get_generation_config()
         hf = config.model_config.hf_config
         eos = getattr(config.model_config.hf_text_config, "eos_token_id", None)
         if eos is None:

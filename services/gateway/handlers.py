@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from services.gateway.protocol import (
     parse_request,
     require_model,
 )
+from services.gateway.sampling_defaults import pick
 from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
 from services.gateway.structured import structured_spec
@@ -43,6 +45,8 @@ class Gateway:
     client: CoordinatorClient
     gate: AdmissionGate
     metrics: GatewayMetrics
+    # Sampling defaults from the model's generation_config (sampling_defaults.py).
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -66,9 +70,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def sampling_spec(
-    req: ChatCompletionRequest | CompletionRequest, max_tokens: int
+    req: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int,
+    defaults: dict[str, Any] | None = None,
 ) -> wire.SamplingSpec:
-    """The coordinator's view of the request's sampling parameters."""
+    """The coordinator's view of the request's sampling parameters.
+
+    Fields the client left out take the model's generation_config values (`defaults`).
+    """
+    defaults = defaults or {}
+    top_k = int(pick("top_k", req.top_k, defaults))
     min_tokens = req.min_tokens or 0
     if min_tokens > max_tokens:
         raise bad_request(
@@ -76,14 +87,14 @@ def sampling_spec(
         )
     return wire.SamplingSpec(
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=0 if req.top_k in (None, -1) else int(req.top_k),
-        min_p=req.min_p or 0.0,
+        temperature=pick("temperature", req.temperature, defaults),
+        top_p=pick("top_p", req.top_p, defaults),
+        top_k=0 if top_k == -1 else top_k,
+        min_p=pick("min_p", req.min_p, defaults),
         seed=req.seed,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        presence_penalty=pick("presence_penalty", req.presence_penalty, defaults),
+        frequency_penalty=pick("frequency_penalty", req.frequency_penalty, defaults),
+        repetition_penalty=pick("repetition_penalty", req.repetition_penalty, defaults),
         logprobs=req.num_top_logprobs(),
         ignore_eos=bool(req.ignore_eos),
         min_tokens=min_tokens,
@@ -93,9 +104,15 @@ def sampling_spec(
 
 
 def output_budget(
-    prompt_len: int, req: ChatCompletionRequest | CompletionRequest, max_model_len: int
+    prompt_len: int,
+    req: ChatCompletionRequest | CompletionRequest,
+    max_model_len: int,
+    default_max_tokens: int | None = None,
 ) -> int:
-    """max_tokens for one prompt: the client's cap, or what remains of the context."""
+    """max_tokens for one prompt: the client's cap, or what remains of the context.
+
+    default_max_tokens (the model's max_new_tokens) caps a request that names no limit.
+    """
     prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
     requested = req.requested_max_tokens()
     if prompt_len >= max_model_len or (
@@ -117,7 +134,10 @@ def output_budget(
             param=param,
             code="context_length_exceeded",
         )
-    return requested if requested is not None else max_model_len - prompt_len
+    if requested is not None:
+        return requested
+    remaining = max_model_len - prompt_len
+    return remaining if default_max_tokens is None else min(remaining, default_max_tokens)
 
 
 async def tokenize(gw: Gateway, req: ChatCompletionRequest | CompletionRequest) -> list[list[int]]:
@@ -187,7 +207,16 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
     try:
         prompts = await run_until_disconnect(request.receive, tokenize(gw, req))
         plans = [
-            PromptPlan(ids, sampling_spec(req, output_budget(len(ids), req, status.max_model_len)))
+            PromptPlan(
+                ids,
+                sampling_spec(
+                    req,
+                    output_budget(
+                        len(ids), req, status.max_model_len, gw.defaults.get("max_tokens")
+                    ),
+                    gw.defaults,
+                ),
+            )
             for ids in prompts
         ]
         top_logprobs = req.num_top_logprobs()

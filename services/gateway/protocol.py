@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
@@ -12,11 +13,16 @@ from services.gateway.errors import APIError, bad_request
 
 MAX_LOGPROBS = 20
 
+log = logging.getLogger("layerbus.gateway")
+
 
 class _Lenient(BaseModel):
     """Base of request models (unknown fields ignored); parsed per request on the loop."""
 
     model_config = ConfigDict(extra="ignore")
+
+    def check(self) -> None:
+        """Cross-field rules pydantic constraints cannot express (none by default)."""
 
 
 class StreamOptions(_Lenient):
@@ -206,7 +212,24 @@ def _param_path(loc: tuple[int | str, ...]) -> str | None:
     return path or None
 
 
-Req = TypeVar("Req", ChatCompletionRequest, CompletionRequest)
+Req = TypeVar("Req", bound="_Lenient")
+
+
+def known_fields(model: type[BaseModel]) -> set[str]:
+    """Top-level names (and aliases) a request model reads."""
+    names = set()
+    for name, info in model.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+    return names
+
+
+def warn_unknown_fields(data: dict[str, Any], model: type[BaseModel]) -> None:
+    """One warning naming the body's fields the model ignores (vLLM's message)."""
+    extra = sorted(data.keys() - known_fields(model))
+    if extra:
+        log.warning("The following fields were present in the request but ignored: %s", extra)
 
 
 def parse_request(body: bytes, model: type[Req]) -> Req:
@@ -217,6 +240,7 @@ def parse_request(body: bytes, model: type[Req]) -> Req:
         raise bad_request(f"request body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
+    warn_unknown_fields(data, model)
     try:
         request = model.model_validate(data)
     except ValidationError as err:
