@@ -38,6 +38,7 @@ from services.gateway.orjson_response import OrjsonResponse
 from services.gateway.sampling_defaults import load_sampling_defaults
 from services.gateway.settings import GatewaySettings
 from services.gateway.tokenization import Tokenizer
+from services.gateway.tools import load_tool_parser
 
 
 def _gateway(request: Request) -> Gateway:
@@ -177,7 +178,10 @@ def create_app(settings: GatewaySettings, *, tokenizer: Tokenizer | None = None)
         defaults = await asyncio.to_thread(
             load_sampling_defaults, settings.model, settings.generation_config
         )
-        app.state.gateway = Gateway(settings, tok, client, gate, gateway_metrics, defaults)
+        parser = None
+        if settings.tool_call_parser:
+            parser = await asyncio.to_thread(load_tool_parser, settings.tool_call_parser)
+        app.state.gateway = Gateway(settings, tok, client, gate, gateway_metrics, defaults, parser)
         app.state.started = int(time.time())
         app.state.openapi = openapi_document()
         try:

@@ -30,6 +30,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
 from services.gateway.structured import structured_spec
 from services.gateway.tokenization import TemplateError, Tokenizer
+from services.gateway.tools import ToolExtractor, ToolPlan, plan_tools, tool_constraint
 from shared import wire
 
 # Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
@@ -47,6 +48,8 @@ class Gateway:
     metrics: GatewayMetrics
     # Sampling defaults from the model's generation_config (sampling_defaults.py).
     defaults: dict[str, Any] = field(default_factory=dict)
+    # vLLM's tool parser class (--tool-call-parser), or None.
+    tool_parser: Any = None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -73,6 +76,7 @@ def sampling_spec(
     req: ChatCompletionRequest | CompletionRequest,
     max_tokens: int,
     defaults: dict[str, Any] | None = None,
+    tool_plan: ToolPlan | None = None,
 ) -> wire.SamplingSpec:
     """The coordinator's view of the request's sampling parameters.
 
@@ -99,7 +103,10 @@ def sampling_spec(
         ignore_eos=bool(req.ignore_eos),
         min_tokens=min_tokens,
         stop_token_ids=list(req.stop_token_ids or []),
-        structured=structured_spec(req.response_format, req.structured_outputs),
+        structured=(
+            tool_constraint(tool_plan)
+            or structured_spec(req.response_format, req.structured_outputs)
+        ),
     )
 
 
@@ -144,7 +151,9 @@ async def tokenize(gw: Gateway, req: ChatCompletionRequest | CompletionRequest) 
     """Token ids of each prompt; templating and encoding run in the tokenizer's threads."""
     if isinstance(req, ChatCompletionRequest):
         try:
-            ids = await gw.tokenizer.encode_chat(req.template_messages(), req.add_generation_prompt)
+            ids = await gw.tokenizer.encode_chat(
+                req.template_messages(), req.add_generation_prompt, req.tool_dicts()
+            )
         except TemplateError as err:
             raise bad_request(str(err), param="messages") from None
         prompts = [ids]
@@ -186,6 +195,17 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         else parse_request(body, CompletionRequest)
     )
     require_model(req.model, settings.model_name, aliases=(settings.model,))
+    tool_plan = None
+    if isinstance(req, ChatCompletionRequest):
+        tool_plan = plan_tools(
+            req.tool_dicts(),
+            req.tool_choice_value(),
+            req.parallel_tool_calls,
+            settings.enable_auto_tool_choice and gw.tool_parser is not None,
+        )
+    extractor = (
+        None if tool_plan is None else ToolExtractor(tool_plan, gw.tool_parser, gw.tokenizer.hf)
+    )
     n = req.n or 1
     if n > settings.max_n:
         raise bad_request(f"n must be at most {settings.max_n} (LAYERBUS_MAX_N)", param="n")
@@ -215,6 +235,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
                         len(ids), req, status.max_model_len, gw.defaults.get("max_tokens")
                     ),
                     gw.defaults,
+                    tool_plan,
                 ),
             )
             for ids in prompts
@@ -233,7 +254,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         meta = shapes.ResponseMeta(gen.request_id, int(time.time()), settings.model_name)
         gen.start()
         if req.stream:
-            plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage())
+            plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage(), extractor)
             events = sse_events(gen, plan, timer, _count_error(gw.metrics))
             running = gen
 
@@ -247,6 +268,9 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         use = shapes.usage(gen.prompt_tokens, gen.completion_tokens)
         build = shapes.chat_completion if chat else shapes.text_completion
         answer = build(meta, gen.sequences, top_logprobs is not None, use)
+        if extractor is not None:
+            for choice, seq in zip(answer["choices"], gen.sequences, strict=True):
+                shapes.add_tool_calls(choice, extractor.extract(seq.text))
         if req.return_token_ids:
             for choice, seq in zip(answer["choices"], gen.sequences, strict=True):
                 choice["token_ids"] = list(seq.token_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
@@ -123,10 +124,42 @@ class SamplingRequest(_Lenient):
         return None
 
 
+class FunctionDef(_Lenient):
+    """`tools[].function`: a function the model may call; part of a parsed body."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Lenient):
+    """One entry of `tools`; part of a parsed body."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Lenient):
+    """`tool_choice.function`; part of a parsed body."""
+
+    name: str
+
+
+class NamedToolChoice(_Lenient):
+    """`tool_choice` naming one function; part of a parsed body."""
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingRequest):
     """Body of POST /v1/chat/completions; owned by one request's task."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -164,8 +197,29 @@ class ChatCompletionRequest(SamplingRequest):
                 data["content"] = "\n".join(p.text or "" for p in message.content)
             elif message.content is None:
                 data["content"] = ""
+            _arguments_as_objects(data)
             out.append(data)
         return out
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """`tools` as plain dicts for the chat template and tool parsers."""
+        if not self.tools:
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
+
+    def tool_choice_value(self) -> str | dict[str, Any] | None:
+        """`tool_choice` as a string or plain dict."""
+        choice = self.tool_choice
+        return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+
+def _arguments_as_objects(message: dict[str, Any]) -> None:
+    """Tool-call arguments as objects: chat templates index into them (as vLLM renders)."""
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            with contextlib.suppress(orjson.JSONDecodeError):  # else text: the template decides
+                fn["arguments"] = orjson.loads(fn["arguments"])
 
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
