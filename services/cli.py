@@ -23,7 +23,10 @@ Every setting is also read from its LAYERBUS_* environment variable.
 
 
 def parse_flags(argv: list[str]) -> dict[str, str]:
-    """--name value / --name=value pairs, dashes in names become underscores."""
+    """--name value / --name=value pairs, dashes in names become underscores.
+
+    A bare --name (last, or followed by another --flag) means "true", as in `vllm serve`.
+    """
     flags: dict[str, str] = {}
     i = 0
     while i < len(argv):
@@ -34,10 +37,11 @@ def parse_flags(argv: list[str]) -> dict[str, str]:
             )
         name, eq, value = arg[2:].partition("=")
         if not eq:
-            if i + 1 >= len(argv):
-                raise SystemExit(f"layerbus: --{name} needs a value")
-            value = argv[i + 1]
-            i += 1
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                value = "true"
+            else:
+                value = argv[i + 1]
+                i += 1
         flags[name.replace("-", "_")] = value
         i += 1
     return flags
