@@ -63,8 +63,12 @@ def build_vllm_config(
     executor: Any = None,
     kv_cache_bytes: int | None = None,
     scheduler_cls: Any = None,
+    tokenizer: bool = False,
 ) -> Any:
-    """A VllmConfig for this engine shape (vLLM imported lazily: it is slow)."""
+    """A VllmConfig for this engine shape (vLLM imported lazily: it is slow).
+
+    tokenizer: load the tokenizer (the coordinator's structured-output grammars need it).
+    """
     from vllm.engine.arg_utils import EngineArgs
 
     args = EngineArgs(
@@ -83,7 +87,7 @@ def build_vllm_config(
         scheduler_cls=scheduler_cls,
         kv_cache_memory_bytes=kv_cache_bytes,
         async_scheduling=False,
-        skip_tokenizer_init=True,
+        skip_tokenizer_init=not tokenizer,
         gpu_memory_utilization=0.05,
     )
     return args.create_engine_config()

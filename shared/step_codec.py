@@ -1,8 +1,9 @@
 """Translate vLLM's SchedulerOutput and ModelRunnerOutput to and from wire messages.
 
 Only what a text-only decoder pipeline uses crosses the wire; a plan that
-needs anything else (multimodal inputs, LoRA, KV connectors, structured
-output, speculative decoding) is refused with an error naming the feature.
+needs anything else (multimodal inputs, LoRA, KV connectors, speculative
+decoding) is refused with an error naming the feature. Structured-output
+bitmasks travel in StepPlan.grammar (shared/grammar_codec.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ def _check_supported(so: SchedulerOutput) -> None:
         "scheduled_encoder_inputs (multimodal)": bool(so.scheduled_encoder_inputs),
         "kv_connector_metadata": so.kv_connector_metadata is not None,
         "ec_connector_metadata": so.ec_connector_metadata is not None,
-        "structured output": so.has_structured_output_requests,
         "kv_cache_block_copies": bool(so.kv_cache_block_copies),
     }
     reqs = so.scheduled_new_reqs

@@ -18,6 +18,23 @@ class WireError(ValueError):
 # ---------------------------------------------------------------- gateway side
 
 
+class StructuredSpec(msgspec.Struct, omit_defaults=True):
+    """One structured-output constraint (vLLM StructuredOutputsParams); exactly one is set.
+
+    json is a JSON Schema as JSON text; the options mirror vLLM's.
+    """
+
+    json: str | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+
 class SamplingSpec(msgspec.Struct, omit_defaults=True):
     """User-facing sampling settings for one sequence (n is fanned out by the gateway)."""
 
@@ -34,6 +51,7 @@ class SamplingSpec(msgspec.Struct, omit_defaults=True):
     ignore_eos: bool = False
     min_tokens: int = 0
     stop_token_ids: list[int] = []
+    structured: StructuredSpec | None = None
 
 
 class Generate(msgspec.Struct):
@@ -277,6 +295,19 @@ class StepPlan(msgspec.Struct, omit_defaults=True):
     new_block_ids_to_zero: list[int] | None = None
     scheduled_spec_decode_tokens: dict[str, list[int]] = {}
     resumed_requests: list[ResumedRequestPlan] = []
+    grammar: GrammarMask | None = None
+
+
+class GrammarMask(msgspec.Struct):
+    """vLLM GrammarOutput for one step: one int32 bitmask row per structured request.
+
+    bitmask holds rows x words little-endian int32 values; only the last stage uses it.
+    """
+
+    req_ids: list[str]
+    bitmask: bytes
+    rows: int
+    words: int
 
 
 class Step(msgspec.Struct):

@@ -15,6 +15,7 @@ from services.coordinator.authorization import may_abort
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
 from services.coordinator.scheduler import MicroBatchScheduler
+from services.coordinator.structured import structured_outputs_params, verify_structured
 from shared import wire
 from shared.engine_settings import EngineSettings, build_vllm_config
 
@@ -46,6 +47,9 @@ def sampling_params(
         stop_token_ids=list(spec.stop_token_ids),
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
+        structured_outputs=(
+            None if spec.structured is None else structured_outputs_params(spec.structured)
+        ),
     )
     params.update_from_generation_config(generation_config, eos)
     return params
@@ -133,9 +137,12 @@ class EngineHost:
             pipeline_size=len(chain),
             executor=executor,
             scheduler_cls=MicroBatchScheduler.bind(self.micro_batches),
+            tokenizer=True,
         )
+        self.vllm_config = config
         self.max_model_len = config.model_config.max_model_len
-        self.generation_config = config.model_config.get_diff_sampling_param()
+        # What vLLM's InputProcessor hands update_from_generation_config (eos ids).
+        self.generation_config = config.model_config.try_get_generation_config()
         hf = config.model_config.hf_config
         eos = getattr(config.model_config.hf_text_config, "eos_token_id", None)
         if eos is None:
@@ -307,6 +314,8 @@ class EngineHost:
         if error is None:
             try:
                 params = sampling_params(msg.sampling, self.generation_config, self.eos)
+                if params.structured_outputs is not None:
+                    verify_structured(params, self.vllm_config)
                 request = EngineCoreRequest(
                     request_id=rid,
                     prompt_token_ids=list(msg.prompt_token_ids),

@@ -15,8 +15,9 @@ from vllm.v1.executor.abstract import Executor
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
 
 from services.coordinator.pipeline import PipelineFailed, PipelineLink
+from shared.grammar_codec import mask_from_grammar_output
 from shared.kv_codec import decode_kv
-from shared.step_codec import UnsupportedPlan, plan_from_scheduler_output, runner_output_from_result
+from shared.step_codec import plan_from_scheduler_output, runner_output_from_result
 
 
 def _done(value: Any) -> Future[Any]:
@@ -62,6 +63,9 @@ class PipelineExecutor(Executor):
         self._kv_layout = ""
         # The scheduler's requests, set by the engine host once EngineCore exists.
         self.requests: Mapping[str, Any] | None = None
+        # A structured-output step waits here for its grammar bitmask, which
+        # EngineCore computes after execute_model and hands to sample_tokens.
+        self._plan_awaiting_grammar: Any = None
 
     # ------------------------------------------------------------ start-up
 
@@ -106,7 +110,15 @@ class PipelineExecutor(Executor):
     def execute_model(  # type: ignore[override]
         self, scheduler_output: Any, non_block: bool = False
     ) -> Any:
-        sent = self.link.submit(plan_from_scheduler_output(scheduler_output, self.requests))
+        plan = plan_from_scheduler_output(scheduler_output, self.requests)
+        if (
+            scheduler_output.has_structured_output_requests
+            and scheduler_output.total_num_scheduled_tokens > 0
+        ):
+            self._plan_awaiting_grammar = plan
+            self._last_sample = None
+            return _done(None) if non_block else None
+        sent = self.link.submit(plan)
         if scheduler_output.total_num_scheduled_tokens == 0:
             # EngineCore samples nothing for an empty step and takes this future
             # as its output; the plan still travels so stages see finished requests.
@@ -120,8 +132,11 @@ class PipelineExecutor(Executor):
     def sample_tokens(  # type: ignore[override]
         self, grammar_output: Any, non_block: bool = False
     ) -> Any:
-        if grammar_output is not None:
-            raise UnsupportedPlan("layerbus pipelines do not support structured output")
+        plan, self._plan_awaiting_grammar = self._plan_awaiting_grammar, None
+        if plan is not None:
+            if grammar_output is not None:
+                plan.grammar = mask_from_grammar_output(grammar_output)
+            self._last_sample = _mapped(self.link.submit(plan), runner_output_from_result)
         future = self._last_sample
         self._last_sample = None
         if future is None:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.gateway import tokenize_api
 from services.gateway.admission import AdmissionLimits
 from services.gateway.admission_gate import AdmissionGate
 from services.gateway.auth import authenticate
@@ -34,8 +35,10 @@ from services.gateway.handlers import Gateway, handle_generation
 from services.gateway.metrics import CONTENT_TYPE, GatewayMetrics, MetricsMiddleware
 from services.gateway.openapi import openapi_document
 from services.gateway.orjson_response import OrjsonResponse
+from services.gateway.sampling_defaults import load_sampling_defaults
 from services.gateway.settings import GatewaySettings
 from services.gateway.tokenization import Tokenizer
+from services.gateway.tools import load_tool_parser
 
 
 def _gateway(request: Request) -> Gateway:
@@ -135,6 +138,9 @@ ROUTES = [
     Route("/status", status, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/tokenize", tokenize_api.tokenize, methods=["POST"]),
+    Route("/detokenize", tokenize_api.detokenize, methods=["POST"]),
+    Route("/version", tokenize_api.version, methods=["GET"]),
 ]
 
 
@@ -147,7 +153,9 @@ def create_app(settings: GatewaySettings, *, tokenizer: Tokenizer | None = None)
         tok = (
             tokenizer
             if tokenizer is not None
-            else await asyncio.to_thread(Tokenizer, settings.model, settings.tokenizer_threads)
+            else await asyncio.to_thread(
+                Tokenizer, settings.model, settings.tokenizer_threads, settings.chat_template_text()
+            )
         )
         client = CoordinatorClient(
             settings.coordinator,
@@ -170,7 +178,13 @@ def create_app(settings: GatewaySettings, *, tokenizer: Tokenizer | None = None)
             lambda: 1.0 if client.ready_status() is not None else 0.0
         )
         await client.start()
-        app.state.gateway = Gateway(settings, tok, client, gate, gateway_metrics)
+        defaults = await asyncio.to_thread(
+            load_sampling_defaults, settings.model, settings.generation_config
+        )
+        parser = None
+        if settings.tool_call_parser:
+            parser = await asyncio.to_thread(load_tool_parser, settings.tool_call_parser)
+        app.state.gateway = Gateway(settings, tok, client, gate, gateway_metrics, defaults, parser)
         app.state.started = int(time.time())
         app.state.openapi = openapi_document()
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,9 +25,12 @@ from services.gateway.protocol import (
     parse_request,
     require_model,
 )
+from services.gateway.sampling_defaults import pick
 from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
+from services.gateway.structured import structured_spec
 from services.gateway.tokenization import TemplateError, Tokenizer
+from services.gateway.tools import ToolExtractor, ToolPlan, plan_tools, tool_constraint
 from shared import wire
 
 # Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
@@ -42,6 +46,10 @@ class Gateway:
     client: CoordinatorClient
     gate: AdmissionGate
     metrics: GatewayMetrics
+    # Sampling defaults from the model's generation_config (sampling_defaults.py).
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # vLLM's tool parser class (--tool-call-parser), or None.
+    tool_parser: Any = None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -65,9 +73,17 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def sampling_spec(
-    req: ChatCompletionRequest | CompletionRequest, max_tokens: int
+    req: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int,
+    defaults: dict[str, Any] | None = None,
+    tool_plan: ToolPlan | None = None,
 ) -> wire.SamplingSpec:
-    """The coordinator's view of the request's sampling parameters."""
+    """The coordinator's view of the request's sampling parameters.
+
+    Fields the client left out take the model's generation_config values (`defaults`).
+    """
+    defaults = defaults or {}
+    top_k = int(pick("top_k", req.top_k, defaults))
     min_tokens = req.min_tokens or 0
     if min_tokens > max_tokens:
         raise bad_request(
@@ -75,25 +91,35 @@ def sampling_spec(
         )
     return wire.SamplingSpec(
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=0 if req.top_k in (None, -1) else int(req.top_k),
-        min_p=req.min_p or 0.0,
+        temperature=pick("temperature", req.temperature, defaults),
+        top_p=pick("top_p", req.top_p, defaults),
+        top_k=0 if top_k == -1 else top_k,
+        min_p=pick("min_p", req.min_p, defaults),
         seed=req.seed,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        presence_penalty=pick("presence_penalty", req.presence_penalty, defaults),
+        frequency_penalty=pick("frequency_penalty", req.frequency_penalty, defaults),
+        repetition_penalty=pick("repetition_penalty", req.repetition_penalty, defaults),
         logprobs=req.num_top_logprobs(),
         ignore_eos=bool(req.ignore_eos),
         min_tokens=min_tokens,
         stop_token_ids=list(req.stop_token_ids or []),
+        structured=(
+            tool_constraint(tool_plan)
+            or structured_spec(req.response_format, req.structured_outputs)
+        ),
     )
 
 
 def output_budget(
-    prompt_len: int, req: ChatCompletionRequest | CompletionRequest, max_model_len: int
+    prompt_len: int,
+    req: ChatCompletionRequest | CompletionRequest,
+    max_model_len: int,
+    default_max_tokens: int | None = None,
 ) -> int:
-    """max_tokens for one prompt: the client's cap, or what remains of the context."""
+    """max_tokens for one prompt: the client's cap, or what remains of the context.
+
+    default_max_tokens (the model's max_new_tokens) caps a request that names no limit.
+    """
     prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
     requested = req.requested_max_tokens()
     if prompt_len >= max_model_len or (
@@ -115,14 +141,19 @@ def output_budget(
             param=param,
             code="context_length_exceeded",
         )
-    return requested if requested is not None else max_model_len - prompt_len
+    if requested is not None:
+        return requested
+    remaining = max_model_len - prompt_len
+    return remaining if default_max_tokens is None else min(remaining, default_max_tokens)
 
 
 async def tokenize(gw: Gateway, req: ChatCompletionRequest | CompletionRequest) -> list[list[int]]:
     """Token ids of each prompt; templating and encoding run in the tokenizer's threads."""
     if isinstance(req, ChatCompletionRequest):
         try:
-            ids = await gw.tokenizer.encode_chat(req.template_messages(), req.add_generation_prompt)
+            ids = await gw.tokenizer.encode_chat(
+                req.template_messages(), req.add_generation_prompt, req.tool_dicts()
+            )
         except TemplateError as err:
             raise bad_request(str(err), param="messages") from None
         prompts = [ids]
@@ -164,6 +195,17 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         else parse_request(body, CompletionRequest)
     )
     require_model(req.model, settings.model_name, aliases=(settings.model,))
+    tool_plan = None
+    if isinstance(req, ChatCompletionRequest):
+        tool_plan = plan_tools(
+            req.tool_dicts(),
+            req.tool_choice_value(),
+            req.parallel_tool_calls,
+            settings.enable_auto_tool_choice and gw.tool_parser is not None,
+        )
+    extractor = (
+        None if tool_plan is None else ToolExtractor(tool_plan, gw.tool_parser, gw.tokenizer.hf)
+    )
     n = req.n or 1
     if n > settings.max_n:
         raise bad_request(f"n must be at most {settings.max_n} (LAYERBUS_MAX_N)", param="n")
@@ -185,7 +227,17 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
     try:
         prompts = await run_until_disconnect(request.receive, tokenize(gw, req))
         plans = [
-            PromptPlan(ids, sampling_spec(req, output_budget(len(ids), req, status.max_model_len)))
+            PromptPlan(
+                ids,
+                sampling_spec(
+                    req,
+                    output_budget(
+                        len(ids), req, status.max_model_len, gw.defaults.get("max_tokens")
+                    ),
+                    gw.defaults,
+                    tool_plan,
+                ),
+            )
             for ids in prompts
         ]
         top_logprobs = req.num_top_logprobs()
@@ -202,7 +254,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         meta = shapes.ResponseMeta(gen.request_id, int(time.time()), settings.model_name)
         gen.start()
         if req.stream:
-            plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage())
+            plan = StreamPlan(chat, meta, top_logprobs is not None, req.include_usage(), extractor)
             events = sse_events(gen, plan, timer, _count_error(gw.metrics))
             running = gen
 
@@ -216,6 +268,9 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
         use = shapes.usage(gen.prompt_tokens, gen.completion_tokens)
         build = shapes.chat_completion if chat else shapes.text_completion
         answer = build(meta, gen.sequences, top_logprobs is not None, use)
+        if extractor is not None:
+            for choice, seq in zip(answer["choices"], gen.sequences, strict=True):
+                shapes.add_tool_calls(choice, extractor.extract(seq.text))
         if req.return_token_ids:
             for choice, seq in zip(answer["choices"], gen.sequences, strict=True):
                 choice["token_ids"] = list(seq.token_ids)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -12,11 +14,16 @@ from services.gateway.errors import APIError, bad_request
 
 MAX_LOGPROBS = 20
 
+log = logging.getLogger("layerbus.gateway")
+
 
 class _Lenient(BaseModel):
     """Base of request models (unknown fields ignored); parsed per request on the loop."""
 
     model_config = ConfigDict(extra="ignore")
+
+    def check(self) -> None:
+        """Cross-field rules pydantic constraints cannot express (none by default)."""
 
 
 class StreamOptions(_Lenient):
@@ -39,6 +46,38 @@ class ChatMessage(_Lenient):
 
     role: str
     content: str | list[TextPart] | None = None
+
+
+class JsonSchemaFormat(_Lenient):
+    """`response_format.json_schema`: a named JSON Schema; part of a parsed body."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    """`response_format` (OpenAI); part of a parsed body."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Lenient):
+    """vLLM's `structured_outputs` extension (one constraint); part of a parsed body."""
+
+    json_: str | dict[str, Any] | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
 
 
 class SamplingRequest(_Lenient):
@@ -64,6 +103,8 @@ class SamplingRequest(_Lenient):
     user: str | None = None
     # vLLM's extension: also return the generated token ids in each choice.
     return_token_ids: bool | None = False
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     def stop_strings(self) -> list[str]:
         """`stop` as a list without empty strings."""
@@ -83,10 +124,42 @@ class SamplingRequest(_Lenient):
         return None
 
 
+class FunctionDef(_Lenient):
+    """`tools[].function`: a function the model may call; part of a parsed body."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Lenient):
+    """One entry of `tools`; part of a parsed body."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Lenient):
+    """`tool_choice.function`; part of a parsed body."""
+
+    name: str
+
+
+class NamedToolChoice(_Lenient):
+    """`tool_choice` naming one function; part of a parsed body."""
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingRequest):
     """Body of POST /v1/chat/completions; owned by one request's task."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
@@ -124,8 +197,29 @@ class ChatCompletionRequest(SamplingRequest):
                 data["content"] = "\n".join(p.text or "" for p in message.content)
             elif message.content is None:
                 data["content"] = ""
+            _arguments_as_objects(data)
             out.append(data)
         return out
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """`tools` as plain dicts for the chat template and tool parsers."""
+        if not self.tools:
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
+
+    def tool_choice_value(self) -> str | dict[str, Any] | None:
+        """`tool_choice` as a string or plain dict."""
+        choice = self.tool_choice
+        return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+
+def _arguments_as_objects(message: dict[str, Any]) -> None:
+    """Tool-call arguments as objects: chat templates index into them (as vLLM renders)."""
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            with contextlib.suppress(orjson.JSONDecodeError):  # else text: the template decides
+                fn["arguments"] = orjson.loads(fn["arguments"])
 
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
@@ -172,7 +266,24 @@ def _param_path(loc: tuple[int | str, ...]) -> str | None:
     return path or None
 
 
-Req = TypeVar("Req", ChatCompletionRequest, CompletionRequest)
+Req = TypeVar("Req", bound="_Lenient")
+
+
+def known_fields(model: type[BaseModel]) -> set[str]:
+    """Top-level names (and aliases) a request model reads."""
+    names = set()
+    for name, info in model.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+    return names
+
+
+def warn_unknown_fields(data: dict[str, Any], model: type[BaseModel]) -> None:
+    """One warning naming the body's fields the model ignores (vLLM's message)."""
+    extra = sorted(data.keys() - known_fields(model))
+    if extra:
+        log.warning("The following fields were present in the request but ignored: %s", extra)
 
 
 def parse_request(body: bytes, model: type[Req]) -> Req:
@@ -183,6 +294,7 @@ def parse_request(body: bytes, model: type[Req]) -> Req:
         raise bad_request(f"request body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
+    warn_unknown_fields(data, model)
     try:
         request = model.model_validate(data)
     except ValidationError as err:

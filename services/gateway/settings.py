@@ -69,6 +69,21 @@ class GatewaySettings(TransportSettings):
         default=600.0, gt=0, description="a request with no new output for this long fails"
     )
     tokenizer_threads: int = Field(default=2, gt=0, description="threads for templating/tokenizing")
+    generation_config: str = Field(
+        default="auto",
+        description="sampling defaults: auto = the model's generation_config.json, "
+        "vllm = vLLM's neutral defaults, or a folder holding a generation_config.json",
+    )
+    chat_template: str | None = Field(
+        default=None, description="a Jinja chat template file replacing the model's template"
+    )
+    enable_auto_tool_choice: bool = Field(
+        default=False,
+        description="let the model choose tool calls (tool_choice auto); needs --tool-call-parser",
+    )
+    tool_call_parser: str | None = Field(
+        default=None, description="vLLM tool-call parser that extracts tool calls (e.g. hermes)"
+    )
     log_level: str = Field(default="info", description="uvicorn log level")
     access_log: bool = Field(
         default=False, description="log every HTTP request (uvicorn access log)"
@@ -92,6 +107,22 @@ class GatewaySettings(TransportSettings):
                 "to a Hugging Face model folder"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> GatewaySettings:
+        if self.chat_template is not None and not Path(self.chat_template).is_file():
+            raise ValueError(
+                f"chat template file {self.chat_template!r} does not exist (--chat-template)"
+            )
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError("--enable-auto-tool-choice needs --tool-call-parser NAME")
+        return self
+
+    def chat_template_text(self) -> str | None:
+        """The --chat-template file's text, or None for the model's own template."""
+        if self.chat_template is None:
+            return None
+        return Path(self.chat_template).read_text()
 
     @property
     def model_name(self) -> str:

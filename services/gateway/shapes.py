@@ -85,6 +85,38 @@ def chat_completion(
     }
 
 
+def add_tool_calls(
+    choice: dict[str, Any], extracted: tuple[str | None, list[dict[str, Any]]]
+) -> None:
+    """Put extracted tool calls into a chat choice; finish_reason becomes tool_calls."""
+    content, calls = extracted
+    if not calls:
+        return
+    choice["message"]["content"] = content
+    choice["message"]["tool_calls"] = calls
+    if choice["finish_reason"] == "stop":
+        choice["finish_reason"] = "tool_calls"
+
+
+def tool_call_chunk(
+    meta: ResponseMeta,
+    index: int,
+    extracted: tuple[str | None, list[dict[str, Any]]],
+    finish_reason: str | None,
+) -> dict[str, Any]:
+    """The chunk that ends a tool-using chat choice: content, then every call whole."""
+    content, calls = extracted
+    delta: dict[str, Any] = {}
+    if content:
+        delta["content"] = content
+    if calls:
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        if finish_reason == "stop":
+            finish_reason = "tool_calls"
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return _chunk(meta, "chat.completion.chunk", [choice])
+
+
 def text_completion(
     meta: ResponseMeta, sequences: Sequence[SequenceState], logprobs: bool, use: dict[str, int]
 ) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from services.gateway.disconnect import ClientGone, run_until_disconnect
 from services.gateway.errors import APIError, error_body
 from services.gateway.generation import Generation
 from services.gateway.metrics import RequestTimer
+from services.gateway.tools import ToolExtractor
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class StreamPlan:
     meta: shapes.ResponseMeta
     logprobs: bool
     include_usage: bool
+    # Tool-using chat: text is held back and sent as tool_calls when the choice ends.
+    tools: ToolExtractor | None = None
 
 
 async def sse_events(
@@ -45,6 +48,7 @@ async def sse_events(
 ) -> AsyncIterator[bytes]:
     """All events of a streaming response; always ends with [DONE], errors included."""
     obj = "chat.completion.chunk" if plan.chat else "text_completion"
+    held: dict[int, str] = {}
     try:
         if plan.chat:
             for seq in gen.sequences:
@@ -54,6 +58,15 @@ async def sse_events(
             if delta.error is not None:
                 raise APIError(503, delta.error, code="generation_failed")
             if not (delta.text or delta.finish_reason or delta.logprobs):
+                continue
+            if plan.chat and plan.tools is not None:
+                held[delta.index] = held.get(delta.index, "") + delta.text
+                if delta.finish_reason is not None:
+                    extracted = plan.tools.extract(held.pop(delta.index))
+                    chunk = shapes.tool_call_chunk(
+                        plan.meta, delta.index, extracted, delta.finish_reason
+                    )
+                    yield sse(chunk)
                 continue
             if plan.chat:
                 yield sse(shapes.chat_delta_chunk(plan.meta, delta, plan.logprobs))

@@ -45,8 +45,11 @@ class Tokenizer:
     share across threads.
     """
 
-    def __init__(self, model_path: str, threads: int = 2) -> None:
+    def __init__(self, model_path: str, threads: int = 2, chat_template: str | None = None) -> None:
         self._hf: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model_path)
+        if chat_template is not None:
+            # --chat-template replaces the model's template, as in `vllm serve`.
+            self._hf.chat_template = chat_template
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(
             max_workers=threads,
@@ -72,26 +75,37 @@ class Tokenizer:
     # ------------------------------------------------------------ thread pool
 
     async def encode_chat(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Render the chat template and tokenize, in the pool."""
+        """Render the chat template (with `tools`, if any) and tokenize, in the pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, self._encode_chat_sync, messages, add_generation_prompt
+            self._pool, self._encode_chat_sync, messages, add_generation_prompt, tools
         )
 
-    async def encode_text(self, text: str) -> list[int]:
+    async def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Tokenize a completion prompt (with the tokenizer's special tokens), in the pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._encode_text_sync, text)
+        return await loop.run_in_executor(
+            self._pool, self._encode_text_sync, text, add_special_tokens
+        )
 
     def _encode_chat_sync(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
         tok = self._thread_tokenizer()
         try:
             text = tok.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                messages,
+                tools=list(tools) if tools else None,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
             )
         except Exception as err:  # jinja raises many types; all mean "bad messages"
             raise TemplateError(f"chat template failed: {err}") from err
@@ -100,14 +114,27 @@ class Tokenizer:
         # The template already placed BOS and friends.
         return list(tok.encode(text, add_special_tokens=False))
 
-    def _encode_text_sync(self, text: str) -> list[int]:
-        return list(self._thread_tokenizer().encode(text))
+    def _encode_text_sync(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self._thread_tokenizer().encode(text, add_special_tokens=add_special_tokens))
 
     # ------------------------------------------------------------ event loop
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of token ids without special tokens."""
         return cast(str, self._hf.decode(list(token_ids), skip_special_tokens=True))
+
+    def decode_all(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens included (vLLM's /detokenize)."""
+        return cast(str, self._hf.decode(list(token_ids)))
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """The vocabulary entries of token ids (vLLM's /tokenize token_strs)."""
+        return [str(t) for t in self._hf.convert_ids_to_tokens(list(token_ids))]
+
+    @property
+    def hf(self) -> PreTrainedTokenizerBase:
+        """The underlying HF tokenizer, for vLLM's tool parsers (read-only use)."""
+        return self._hf
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one Tokenizer per process
     def token_bytes(self, token_id: int) -> bytes:

@@ -32,6 +32,7 @@ from services.stage.worker import StageWorker
 from shared import codec, curve, wire
 from shared.dropped import drop, serve_metrics
 from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
+from shared.grammar_codec import grammar_output_from_mask
 from shared.kv_codec import decode_kv, encode_kv
 from shared.message_limits import activation_max_bytes
 from shared.settings import TransportSettings
@@ -357,7 +358,10 @@ class StageServer:
         try:
             scheduler_output = scheduler_output_from_plan(header.plan)
             self.worker.adopt(resumed_from_plan(header.plan))
-            out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None)
+            grammar = None
+            if self.worker.is_last and header.plan.grammar is not None:
+                grammar = grammar_output_from_mask(header.plan.grammar)
+            out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None, grammar)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
             self._fail_step(header.step_id, f"{type(err).__name__}: {err}")

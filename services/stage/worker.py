@@ -167,9 +167,15 @@ class StageWorker:
 
     @torch.inference_mode()
     def run(
-        self, scheduler_output: Any, tensors: dict[str, torch.Tensor] | None
+        self,
+        scheduler_output: Any,
+        tensors: dict[str, torch.Tensor] | None,
+        grammar_output: Any = None,
     ) -> tuple[dict[str, torch.Tensor] | None, Any]:
-        """One step: (activations for the next stage, None) or (None, ModelRunnerOutput)."""
+        """One step: (activations for the next stage, None) or (None, ModelRunnerOutput).
+
+        grammar_output (vLLM GrammarOutput) masks the last stage's logits before sampling.
+        """
         from vllm.sequence import IntermediateTensors
         from vllm.v1.outputs import ModelRunnerOutput
 
@@ -183,7 +189,7 @@ class StageWorker:
         if not self.is_last:
             return None, None
         if output is None:
-            output = runner.sample_tokens(None)
+            output = runner.sample_tokens(grammar_output)
         if not isinstance(output, ModelRunnerOutput):
             # AsyncModelRunnerOutput only appears with async scheduling, which is off.
             output = output.get_output()

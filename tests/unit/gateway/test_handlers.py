@@ -214,10 +214,10 @@ def test_slow_tokenization_does_not_stall_the_event_loop(
     entered = threading.Event()
     original = tokenizer._encode_chat_sync
 
-    def slow(messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+    def slow(messages: list[dict[str, Any]], *rest: Any) -> list[int]:
         entered.set()
         release.wait(30)  # stands in for templating a huge prompt
-        return original(messages, add_generation_prompt)
+        return original(messages, *rest)
 
     monkeypatch.setattr(tokenizer, "_encode_chat_sync", slow)
     request = RawRequest(gateway.url, CHAT, {"messages": MESSAGES, "max_tokens": 2})

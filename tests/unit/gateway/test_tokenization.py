@@ -23,9 +23,9 @@ def test_encoding_runs_off_the_event_loop_thread(
     seen: list[str] = []
     original = tokenizer._encode_text_sync
 
-    def spy(text: str) -> list[int]:
+    def spy(text: str, *rest: bool) -> list[int]:
         seen.append(threading.current_thread().name)
-        return original(text)
+        return original(text, *rest)
 
     monkeypatch.setattr(tokenizer, "_encode_text_sync", spy)
 
