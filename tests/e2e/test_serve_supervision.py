@@ -115,11 +115,6 @@ def test_killed_stage_is_restarted(served: Served) -> None:
     assert served.proc.poll() is None, "the launcher must keep running"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the coordinator to reconfigure a restarted stage (issue 7, rejoin); "
-    "on main a restarted stage stays 'registered' and /health stays 503",
-)
 def test_requests_succeed_after_the_restart(served: Served) -> None:
     assert len(served.pids(VICTIM)) >= 2, "runs after test_killed_stage_is_restarted"
 
