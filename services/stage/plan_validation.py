@@ -90,8 +90,11 @@ def check_plan(plan: wire.StepPlan, limits: PlanLimits) -> None:
     _length(plan.new_requests, seqs, "new requests")
     _length(c.req_ids, seqs, "cached requests")
     _length(c.resumed_req_ids, len(c.req_ids), "cached.resumed_req_ids")
-    parallel = (c.new_token_ids, c.new_block_ids, c.num_computed_tokens, c.num_output_tokens)
+    parallel = (c.new_block_ids, c.num_computed_tokens, c.num_output_tokens)
     if any(len(items) != len(c.req_ids) for items in parallel):
+        raise PlanRefused("cached request lists differ in length")
+    # vLLM sends sampled tokens back only with pipeline parallelism (2+ stages).
+    if c.new_token_ids and len(c.new_token_ids) != len(c.req_ids):
         raise PlanRefused("cached request lists differ in length")
     _length(list(c.all_token_ids), len(c.req_ids), "cached.all_token_ids")
     if plan.scheduled_spec_decode_tokens:

@@ -127,3 +127,15 @@ def test_activation_frames_must_be_hidden_states_of_the_right_width() -> None:
     ):
         with pytest.raises(PlanRefused):
             check_tensors([meta], LIMITS)
+
+
+def test_a_single_stage_plan_carries_no_sampled_tokens() -> None:
+    """One stage (no pipeline parallelism): vLLM leaves new_token_ids empty."""
+    plan = wire.StepPlan(
+        new_requests=[],
+        cached=wire.CachedRequestsPlan(["r"], [], [], {}, [None], [7], [1]),
+        num_scheduled_tokens={"r": 1},
+        total_num_scheduled_tokens=1,
+        finished_req_ids=[],
+    )
+    check_plan(plan, LIMITS)
