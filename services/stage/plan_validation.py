@@ -111,12 +111,20 @@ def check_plan(plan: wire.StepPlan, limits: PlanLimits) -> None:
         _position(r.replay_start, limits, what + " replay_start")
     for i, rid in enumerate(c.req_ids):
         what = f"cached request {rid[:64]!r}"
-        _length(c.new_token_ids[i], limits.max_model_len, what)
-        _tokens(c.new_token_ids[i], limits, what)
+        if c.new_token_ids:
+            _length(c.new_token_ids[i], limits.max_model_len, what)
+            _tokens(c.new_token_ids[i], limits, what)
         _position(c.num_computed_tokens[i], limits, what + " num_computed_tokens")
         blocks = c.new_block_ids[i]
         if blocks is not None:
             _blocks(blocks, limits, what)
+    _length(plan.resumed_requests, seqs, "resumed requests")
+    for r in plan.resumed_requests:
+        what = f"resumed request {r.req_id[:64]!r}"
+        _length(r.prompt_token_ids, limits.max_model_len, what + " prompt")
+        _tokens(r.prompt_token_ids, limits, what + " prompt")
+        _length(r.output_token_ids, limits.max_model_len, what + " output")
+        _tokens(r.output_token_ids, limits, what + " output")
     for rid, ids in c.all_token_ids.items():
         _length(ids, limits.max_model_len, f"all_token_ids of {rid[:64]!r}")
         _tokens(ids, limits, f"all_token_ids of {rid[:64]!r}")
