@@ -119,12 +119,12 @@ def check_plan(plan: wire.StepPlan, limits: PlanLimits) -> None:
         if blocks is not None:
             _blocks(blocks, limits, what)
     _length(plan.resumed_requests, seqs, "resumed requests")
-    for r in plan.resumed_requests:
-        what = f"resumed request {r.req_id[:64]!r}"
-        _length(r.prompt_token_ids, limits.max_model_len, what + " prompt")
-        _tokens(r.prompt_token_ids, limits, what + " prompt")
-        _length(r.output_token_ids, limits.max_model_len, what + " output")
-        _tokens(r.output_token_ids, limits, what + " output")
+    for resumed in plan.resumed_requests:
+        what = f"resumed request {resumed.req_id[:64]!r}"
+        _length(resumed.prompt_token_ids, limits.max_model_len, what + " prompt")
+        _tokens(resumed.prompt_token_ids, limits, what + " prompt")
+        _length(resumed.output_token_ids, limits.max_model_len, what + " output")
+        _tokens(resumed.output_token_ids, limits, what + " output")
     for rid, ids in c.all_token_ids.items():
         _length(ids, limits.max_model_len, f"all_token_ids of {rid[:64]!r}")
         _tokens(ids, limits, f"all_token_ids of {rid[:64]!r}")
