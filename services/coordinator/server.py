@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from services.coordinator import security
+from services.coordinator import metrics, security
 from services.coordinator.authorization import Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
@@ -58,6 +58,7 @@ class CoordinatorServer:
         )
         self.router.bind(settings.bind)
         serve_metrics(transport.metrics_port)
+        metrics.register(lambda: metrics.view_of(self))
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.link = PipelineLink(self.ctx, transport)
