@@ -51,8 +51,14 @@ class CoordinatorCollector(Collector):
     def __init__(self, view: Callable[[], PipelineView]) -> None:
         self.view = view
 
+    def describe(self) -> Iterator[Any]:
+        """The families with zero values: registering never calls the view."""
+        return self._families(PipelineView(0, 0, 0, 0, 0, {}))
+
     def collect(self) -> Iterator[Any]:
-        v = self.view()
+        return self._families(self.view())
+
+    def _families(self, v: PipelineView) -> Iterator[Any]:
         yield CounterMetricFamily(
             "layerbus_coordinator_steps", "Steps sent down the chain", value=v.steps
         )

@@ -56,3 +56,10 @@ def test_a_second_registration_replaces_the_view() -> None:
     register(lambda: base, registry)
     register(lambda: PipelineView(9, 0, 0, 0, 0, stage_counts([])), registry)
     assert "layerbus_coordinator_steps_total 9.0" in generate_latest(registry).decode()
+
+
+def test_registering_does_not_read_the_view() -> None:
+    def view() -> PipelineView:
+        raise AssertionError("read at registration")
+
+    register(view, CollectorRegistry())
