@@ -57,7 +57,7 @@ class CoordinatorServer:
             self.ctx, zmq.ROUTER, transport, curve=self.security.keys.server()
         )
         self.router.bind(settings.bind)
-        serve_metrics(transport.metrics_port)
+        serve_metrics(transport.metrics_port, transport.metrics_host)
         metrics.register(lambda: metrics.view_of(self))
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)

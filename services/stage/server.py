@@ -99,7 +99,7 @@ class StageServer:
         self.data.bind(stage.bind)
         self.limits: PlanLimits | None = None
         self.redialer: curve.Redialer | None = None
-        serve_metrics(transport.metrics_port)
+        serve_metrics(transport.metrics_port, transport.metrics_host)
         self.metrics = StageMetrics(self.name, self.start, self.end)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
