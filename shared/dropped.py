@@ -43,7 +43,7 @@ def count(socket: str, reason: str) -> float:
     return float(DROPPED.labels(socket=socket, reason=reason)._value.get())
 
 
-def serve_metrics(port: int) -> None:
-    """Expose this process's metrics on 127.0.0.1:port (0 = not at all)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose this process's metrics on host:port (port 0 = not at all)."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)

@@ -29,6 +29,9 @@ class TransportSettings(BaseSettings):
     insecure: bool = Field(
         False, description="allow a plaintext socket on a non-loopback address (logs a warning)"
     )
-    metrics_port: int = Field(
-        0, description="coordinator/stage Prometheus port on 127.0.0.1 (0 = none)"
+    metrics_port: int = Field(0, description="coordinator/stage Prometheus port (0 = none)")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the metrics port listens on (0.0.0.0 for Prometheus on "
+        "another host or container; the metrics carry no prompt text)",
     )

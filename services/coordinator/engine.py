@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from services.coordinator.authorization import may_abort
+from services.coordinator.engine_stats import EngineStats
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
 from services.coordinator.scheduler import MicroBatchScheduler
@@ -122,6 +123,7 @@ class EngineHost:
         self.coordinator_parameters = 0
         self.state = "starting"
         self.recoveries = 0
+        self.stats: EngineStats | None = None  # vllm:* metrics
 
     # ------------------------------------------------------------ start-up
 
@@ -155,6 +157,7 @@ class EngineHost:
         core.step_fn = core.step if core.batch_queue is None else core.step_with_batch_queue
         core.model_executor.requests = core.scheduler.requests  # type: ignore[attr-defined]
         self.core = core
+        self.stats = EngineStats(config)
         log.info(
             "engine ready: %d stages, %d KV blocks, %d micro-batches",
             len(chain),
@@ -195,6 +198,8 @@ class EngineHost:
             try:
                 outputs, executed = core.step_fn()
                 core.post_step(executed)
+                if self.stats is not None:
+                    self.stats.record(outputs)
             except ChainBroken:
                 continue  # _recover() runs at the top of the loop
             except Exception as err:
@@ -329,6 +334,8 @@ class EngineHost:
                 )
                 req, wave = self.core.preprocess_add_request(request)
                 self.core.add_request(req, wave)
+                if self.stats is not None:
+                    self.stats.add(rid, request.arrival_time, len(msg.prompt_token_ids), params)
             except Exception as err:  # vLLM's validation errors are not ValueErrors
                 error = f"{type(err).__name__}: {err}"
         if error is not None:
@@ -343,6 +350,8 @@ class EngineHost:
     def _forget(self, rid: str) -> None:
         self.owner.pop(rid, None)
         self.prompt_len.pop(rid, None)
+        if self.stats is not None:
+            self.stats.forget(rid)
 
     # ------------------------------------------------------------ outputs
 

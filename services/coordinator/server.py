@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from services.coordinator import security
+from services.coordinator import metrics, security
 from services.coordinator.authorization import Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
@@ -57,7 +57,8 @@ class CoordinatorServer:
             self.ctx, zmq.ROUTER, transport, curve=self.security.keys.server()
         )
         self.router.bind(settings.bind)
-        serve_metrics(transport.metrics_port)
+        serve_metrics(transport.metrics_port, transport.metrics_host)
+        metrics.register(lambda: metrics.view_of(self))
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.link = PipelineLink(self.ctx, transport)

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from services.stage.layers import local_partition, parse_layers
+from services.stage.metrics import StageMetrics
 from services.stage.plan_validation import (
     PlanLimits,
     PlanRefused,
@@ -98,7 +99,8 @@ class StageServer:
         self.data.bind(stage.bind)
         self.limits: PlanLimits | None = None
         self.redialer: curve.Redialer | None = None
-        serve_metrics(transport.metrics_port)
+        serve_metrics(transport.metrics_port, transport.metrics_host)
+        self.metrics = StageMetrics(self.name, self.start, self.end)
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
         self.control = make_socket(
@@ -222,6 +224,7 @@ class StageServer:
                 sock.close()
         if self.auth is not None:
             self.auth.stop()
+        self.metrics.close()
         self.ctx.term()
 
     # ------------------------------------------------------------ control
@@ -371,10 +374,13 @@ class StageServer:
             self.steps += 1
             self.busy_s += elapsed
             self.recent_step_ms = 0.8 * self.recent_step_ms + 0.2 * elapsed * 1000
+            self.metrics.step(elapsed, frames[1:])
         if self.worker.is_last:
             result = result_from_runner_output(header.step_id, runner_output)
             result.generation = header.generation
-            self.control.send_multipart(codec.encode(result))
+            sent_at, out = time.monotonic(), codec.encode(result)
+            self.control.send_multipart(out)
+            self.metrics.sent(out, None, sent_at)
             return
         if self.next is None:
             log.error("%s: not the last stage but has no next hop", self.name)
@@ -385,7 +391,9 @@ class StageServer:
         step = wire.Step(
             step_id=header.step_id, plan=header.plan, tensors=metas, generation=header.generation
         )
-        tracker = self.next.send_multipart([*codec.encode(step), *buffers], copy=False, track=True)
+        sent_at, out = time.monotonic(), [*codec.encode(step), *buffers]
+        tracker = self.next.send_multipart(out, copy=False, track=True)
+        self.metrics.sent(out, tracker, sent_at)
         if tracker is not None:
             self.pending_sends.append(tracker)
 

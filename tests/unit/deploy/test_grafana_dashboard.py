@@ -49,3 +49,21 @@ def test_dashboard_queries_vllms_names() -> None:
 def test_every_queried_metric_is_documented() -> None:
     documented = set(re.findall(r"`((?:vllm:|layerbus_)[a-z0-9_:]+)`", DOCS.read_text()))
     assert queried() - documented == set()
+
+
+def test_every_queried_layerbus_metric_has_an_exporter() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import services.stage.metrics as stage_metrics
+    from services.coordinator.metrics import PipelineView, register, stage_counts
+    from shared.dropped import drop
+
+    registry = CollectorRegistry()
+    register(lambda: PipelineView(0, 0, 0, 0, 0, stage_counts([])), registry)
+    stage_metrics.StageMetrics("dashboard-test", 0, 1).step(0.0, [])
+    drop("dashboard-test", "test", "dashboard test")
+    exported = generate_latest(registry).decode() + generate_latest().decode()
+    samples = set(re.findall(r"^(layerbus_\w+)", exported, re.MULTILINE))
+    full = samples | {re.sub(r"_(bucket|count|sum)$", "", n) for n in samples}
+    wanted = {m for m in queried() if m.startswith("layerbus_") and "gateway" not in m}
+    assert wanted - full == set()
