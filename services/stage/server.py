@@ -123,6 +123,8 @@ class StageServer:
         self.stopping = threading.Event()
         self.last_heard = time.monotonic()
         self.pending_sends: list[zmq.MessageTracker] = []
+        self.next_address = ""
+        self.next_key = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -273,15 +275,7 @@ class StageServer:
             if self.redialer is not None:
                 self.redialer.close()
                 self.redialer = None
-            if self.next is not None:
-                self.next.close()
-                self.next = None
-            if msg.next_address:
-                nxt = self.keys.client_of(msg.next_key.encode()) if self.keys.enabled else None
-                self.next = make_socket(self.ctx, zmq.DEALER, self.transport, curve=nxt)
-                self.next.connect(msg.next_address)
-                if nxt is not None:
-                    self.redialer = curve.Redialer(self.next, msg.next_address)
+            self._open_next(msg.next_address, msg.next_key)
             self.configured = True
             log.info(
                 "%s: stage %d of %d, %d KV blocks, next hop %s",
@@ -297,15 +291,51 @@ class StageServer:
         reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
         self.control.send_multipart(codec.encode(reply))
 
-    def _reset(self, msg: wire.Reset) -> None:
-        """Leave the chain: forget every request and the next hop, wait as a standby."""
-        dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
+    def _open_next(self, address: str, key: str) -> None:
+        """(Re)connect the DEALER to the next hop; what was queued for the old one is dropped."""
         if self.redialer is not None:
             self.redialer.close()
             self.redialer = None
         if self.next is not None:
             self.next.close(linger=0)
             self.next = None
+        self.pending_sends.clear()
+        self.next_address, self.next_key = address, key
+        if not address:
+            return
+        nxt = self.keys.client_of(key.encode()) if self.keys.enabled else None
+        self.next = make_socket(self.ctx, zmq.DEALER, self.transport, curve=nxt)
+        self.next.connect(address)
+        if nxt is not None:
+            self.redialer = curve.Redialer(self.next, address)
+
+    def _wait_for_sends(self) -> None:
+        """The previous activations must be on the wire before the runner reuses memory.
+
+        A next hop that takes nothing for several heartbeat intervals is gone (the
+        coordinator will rebuild the chain): what is queued for it is dropped and the
+        hop dialled again, so this loop never blocks on a dead peer.
+        """
+        patience = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
+        deadline = time.monotonic() + patience
+        for sent in self.pending_sends:
+            try:
+                sent.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except zmq.NotDone:
+                log.warning(
+                    "%s: next hop %s took no activations for %.0f s; dialling again",
+                    self.name,
+                    self.next_address,
+                    patience,
+                )
+                self._open_next(self.next_address, self.next_key)
+                break
+        self.pending_sends.clear()
+
+    def _reset(self, msg: wire.Reset) -> None:
+        """Leave the chain: forget every request and the next hop, wait as a standby."""
+        dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
+        self._open_next("", "")
         self.in_chain = False
         self.generation = msg.generation
         log.info("%s: standby (dropped %d requests)", self.name, dropped)
@@ -354,9 +384,7 @@ class StageServer:
             drop("stage-data", "invalid", f"step {header.step_id}: {err}")
             self._fail_step(header.step_id, f"refused an invalid step: {err}")
             return
-        for sent in self.pending_sends:
-            sent.wait()
-        self.pending_sends.clear()
+        self._wait_for_sends()
         started = time.monotonic()
         try:
             scheduler_output = scheduler_output_from_plan(header.plan)
