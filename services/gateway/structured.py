@@ -36,6 +36,13 @@ def _dumps(schema: object) -> str:
     return orjson.dumps(schema).decode()
 
 
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 def _constraints(spec: wire.StructuredSpec) -> list[str]:
     return [name for name in _CONSTRAINTS if getattr(spec, name) is not None]
 
@@ -56,6 +63,11 @@ def structured_spec(
             )
         if spec.choice is not None and not spec.choice:
             raise bad_request("structured_outputs.choice must not be empty", "structured_outputs")
+        if spec.structural_tag is not None and not _is_json_object(spec.structural_tag):
+            raise bad_request(
+                "structured_outputs.structural_tag must be a JSON object (as a string)",
+                "structured_outputs",
+            )
         if spec.json_object is False:
             raise bad_request(
                 "structured_outputs.json_object must be true if set", "structured_outputs"
