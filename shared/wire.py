@@ -105,6 +105,7 @@ class RequestOutput(msgspec.Struct, omit_defaults=True):
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     error: str | None = None
+    invalid: bool = False  # the request itself is at fault (HTTP 400), not the service
 
 
 class Outputs(msgspec.Struct):

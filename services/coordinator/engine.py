@@ -340,7 +340,11 @@ class EngineHost:
                 error = f"{type(err).__name__}: {err}"
         if error is not None:
             out = wire.RequestOutput(
-                request_id=rid, token_ids=[], finish_reason="error", error=error
+                request_id=rid,
+                token_ids=[],
+                finish_reason="error",
+                error=error,
+                invalid=error != self.link.failure,
             )
             self.send(identity, wire.Outputs(items=[out]))
             return

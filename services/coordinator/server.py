@@ -317,6 +317,7 @@ class CoordinatorServer:
                     token_ids=[],
                     finish_reason="error",
                     error=error,
+                    invalid=True,
                 )
                 self._send(identity, wire.Outputs(items=[out]))
                 return

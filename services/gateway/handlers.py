@@ -179,6 +179,8 @@ async def collect(gen: Generation, timer: RequestTimer) -> None:
     async for delta in gen.deltas():
         timer.tokens(delta.num_new_tokens)
         if delta.error is not None:
+            if delta.invalid:
+                raise bad_request(delta.error, code="invalid_request")
             raise APIError(503, delta.error, code="generation_failed")
     timer.finished()
 

@@ -50,6 +50,7 @@ class SeqDelta:
     logprobs: list[LogprobEntry] = field(default_factory=list)
     finish_reason: str | None = None
     error: str | None = None
+    invalid: bool = False  # the coordinator refused the request itself (400, not 503)
 
 
 class SequenceState:
@@ -76,6 +77,7 @@ class SequenceState:
         self.logprobs: list[LogprobEntry] = []
         self.finish_reason: str | None = None
         self.error: str | None = None
+        self.invalid = False
 
     @property
     def text(self) -> str:
@@ -112,13 +114,20 @@ class SequenceState:
             self.error = out.error or "the coordinator aborted the request"
         elif out.finish_reason is not None:
             self.error = out.error or f"generation failed ({out.finish_reason})"
+            self.invalid = out.invalid
         self._pending.extend(new_entries)
         entries: list[LogprobEntry] = []
         if text or self.finished:
             entries, self._pending = self._pending, []
             self.logprobs.extend(entries)
         return SeqDelta(
-            self.index, text, len(out.token_ids), entries, self.finish_reason, self.error
+            self.index,
+            text,
+            len(out.token_ids),
+            entries,
+            self.finish_reason,
+            self.error,
+            self.invalid,
         )
 
     def _entries(self, out: wire.RequestOutput, offset: int) -> list[LogprobEntry]:

@@ -59,3 +59,11 @@ def test_logprobs_carry_token_text_bytes_and_top_candidates(tokenizer: Tokenizer
     assert b"".join(bytes(e.sampled.bytes) for e in d2.logprobs) == "😀".encode()
     assert {len(e.top) for e in d2.logprobs} == {1}  # cut to top_logprobs
     assert seq.logprobs == d2.logprobs
+
+
+def test_a_refused_request_is_the_clients_fault(tokenizer: Tokenizer) -> None:
+    refused = SequenceState(0, "a", tokenizer, [], [], None)
+    delta = refused.process(out("a", [], finish_reason="error", error="top_k", invalid=True))
+    assert delta.error == "top_k" and delta.invalid
+    failed = SequenceState(0, "b", tokenizer, [], [], None)
+    assert not failed.process(out("b", [], finish_reason="error", error="stage died")).invalid
