@@ -36,7 +36,8 @@ PROMPTS = [
 ]
 NAME = "smollm2"
 BASELINE = """
-import json, sys
+import json, os, sys
+os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the runner layerbus stages use
 from vllm import LLM, SamplingParams
 from shared.platform_defaults import choose
 model, max_tokens, util, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]

@@ -73,6 +73,9 @@ class StageServer:
         log.info("%s: loading layers [%d, %d) of %s", self.name, self.start, self.end, model)
         started = time.monotonic()
         select_device(stage.device)
+        # StageWorker drives vLLM's V1 GPU model runner (the CPU one derives from it);
+        # V2, vLLM's CUDA default, sizes its PP receive buffer before our rank is set.
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         platform = detect_platform()
         choice = engine.platform_choice(
             stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
