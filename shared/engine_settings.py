@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.platform_defaults import Platform, PlatformChoice, choose, detect_platform
+
 
 class EngineSettings(BaseSettings):
     """vLLM engine shape: the same values on the coordinator and on each stage."""
@@ -15,8 +17,11 @@ class EngineSettings(BaseSettings):
 
     model: str = Field("", description="local HF model folder; empty = bundled default")
     dtype: str = Field(
-        "float32",
-        description="weights/activations dtype; float32 suits CPUs, use bfloat16 or auto on GPUs",
+        "",
+        description="weights/activations dtype (default: bfloat16 on CUDA, float32 on CPU)",
+    )
+    enforce_eager: bool | None = Field(
+        None, description="no CUDA graphs (default: graphs on CUDA, eager on CPU)"
     )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")
@@ -32,10 +37,25 @@ class EngineSettings(BaseSettings):
     def fingerprint(self) -> str:
         """What a stage reports so the coordinator can refuse a mismatched stage."""
         return (
-            f"dtype={self.dtype} max_model_len={self.max_model_len} "
+            f"dtype={self.platform_choice().dtype} max_model_len={self.max_model_len} "
             f"max_num_seqs={self.max_num_seqs} "
             f"max_num_batched_tokens={self.max_num_batched_tokens} "
             f"block_size={self.block_size}"
+        )
+
+    def platform_choice(
+        self,
+        kv_cache_gb: float | None = None,
+        gpu_memory_utilization: float | None = None,
+        platform: Platform | None = None,
+    ) -> PlatformChoice:
+        """dtype, graphs and KV cache sizing for this process's platform."""
+        return choose(
+            platform or detect_platform(),
+            dtype=self.dtype,
+            enforce_eager=self.enforce_eager,
+            kv_cache_gb=kv_cache_gb,
+            gpu_memory_utilization=gpu_memory_utilization,
         )
 
     def resolved_model(self) -> str:
@@ -61,33 +81,39 @@ def build_vllm_config(
     *,
     pipeline_size: int,
     executor: Any = None,
-    kv_cache_bytes: int | None = None,
+    choice: PlatformChoice | None = None,
     scheduler_cls: Any = None,
     tokenizer: bool = False,
 ) -> Any:
     """A VllmConfig for this engine shape (vLLM imported lazily: it is slow).
 
     tokenizer: load the tokenizer (the coordinator's structured-output grammars need it).
+    choice: platform choices (a stage passes its KV cache sizing); default: this platform's.
     """
+    choice = choice or engine.platform_choice()
     from vllm.engine.arg_utils import EngineArgs
 
+    extra: dict[str, Any] = {}
+    if choice.compilation is not None:
+        extra["compilation_config"] = choice.compilation
     args = EngineArgs(
         model=engine.resolved_model(),
-        dtype=engine.dtype,  # type: ignore[arg-type]
+        dtype=choice.dtype,  # type: ignore[arg-type]
         max_model_len=engine.max_model_len,
         max_num_seqs=engine.max_num_seqs,
         max_num_batched_tokens=engine.max_num_batched_tokens,
         block_size=engine.block_size,
         enable_prefix_caching=engine.enable_prefix_caching,
         enable_chunked_prefill=True,
-        enforce_eager=True,
+        enforce_eager=choice.enforce_eager,
         seed=engine.seed,
         pipeline_parallel_size=pipeline_size,
         distributed_executor_backend=executor,
         scheduler_cls=scheduler_cls,
-        kv_cache_memory_bytes=kv_cache_bytes,
+        kv_cache_memory_bytes=choice.kv_cache_bytes,
         async_scheduling=False,
         skip_tokenizer_init=not tokenizer,
-        gpu_memory_utilization=0.05,
+        gpu_memory_utilization=choice.gpu_memory_utilization,
+        **extra,
     )
     return args.create_engine_config()

@@ -255,7 +255,8 @@ class EngineHost:
             if not timed_out and time.monotonic() > deadline:
                 timed_out = True
                 missing = ", ".join(
-                    f"{a}:{b}" for a, b in sorted(self.link.kv_configs)
+                    f"{a}:{b}"
+                    for a, b in sorted(self.link.kv_configs)
                     if not any(r.layers == (a, b) for r in survivors)
                 )
                 message = (

@@ -44,9 +44,7 @@ class MicroBatchScheduler(Scheduler):
         self.micro.forget_finished(ids)
         group = self.micro.next_group()
         mine_ids = set(self.micro.members(group, ids))
-        cap = self.micro.admission_cap(
-            group, ids, len(self.waiting), self.max_num_running_reqs
-        )
+        cap = self.micro.admission_cap(group, ids, len(self.waiting), self.max_num_running_reqs)
         saved_cap = self.max_num_active_reqs
         self.running = [r for r in everyone if r.request_id in mine_ids]
         self.max_num_active_reqs = cap

@@ -36,6 +36,7 @@ from shared.engine_settings import EngineSettings, build_vllm_config, model_num_
 from shared.grammar_codec import grammar_output_from_mask
 from shared.kv_codec import decode_kv, encode_kv
 from shared.message_limits import activation_max_bytes
+from shared.platform_defaults import detect_platform, select_device, stage_kv_cache_gb
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.step_codec import (
@@ -43,7 +44,7 @@ from shared.step_codec import (
     resumed_from_plan,
     scheduler_output_from_plan,
 )
-from shared.tensor_frames import frames_to_tensors, tensors_to_frames
+from shared.tensor_frames import HostStaging, frames_to_tensors, tensors_to_frames
 
 log = logging.getLogger("layerbus.stage")
 
@@ -72,9 +73,16 @@ class StageServer:
         part = local_partition(self.start, self.end, self.num_layers)
         log.info("%s: loading layers [%d, %d) of %s", self.name, self.start, self.end, model)
         started = time.monotonic()
-        config = build_vllm_config(
-            engine, pipeline_size=1, kv_cache_bytes=int(stage.kv_cache_gb * (1 << 30))
+        select_device(stage.device)
+        # StageWorker drives vLLM's V1 GPU model runner (the CPU one derives from it);
+        # V2, vLLM's CUDA default, sizes its PP receive buffer before our rank is set.
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        platform = detect_platform()
+        choice = engine.platform_choice(
+            stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
         )
+        log.info("%s: %s, dtype %s", self.name, platform, choice.dtype)
+        config = build_vllm_config(engine, pipeline_size=1, choice=choice)
         self.worker = StageWorker(config, part, stage.threads)
         log.info("%s: layers loaded in %.1f s", self.name, time.monotonic() - started)
         self.ctx = zmq.Context()
@@ -125,6 +133,7 @@ class StageServer:
         self.pending_sends: list[zmq.MessageTracker] = []
         self.next_address = ""
         self.next_key = ""
+        self.staging = HostStaging()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -415,7 +424,7 @@ class StageServer:
             return
         # Steps with no scheduled tokens still travel on: later stages must
         # see their finished/preempted requests.
-        metas, buffers = tensors_to_frames(out_tensors or {})
+        metas, buffers = tensors_to_frames(out_tensors or {}, self.staging)
         step = wire.Step(
             step_id=header.step_id, plan=header.plan, tensors=metas, generation=header.generation
         )

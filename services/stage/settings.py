@@ -23,4 +23,12 @@ class StageSettings(BaseSettings):
     )
     name: str = Field("", description="stable stage name (default: stage-START-END)")
     threads: int | None = Field(None, description="torch CPU threads (default: torch's)")
-    kv_cache_gb: float = Field(0.5, description="KV cache memory on this stage, GiB")
+    kv_cache_gb: float | None = Field(
+        None,
+        description="KV cache on this stage, GiB (default: 0.5 on CPU; on CUDA sized by vLLM "
+        "from free GPU memory under --gpu-memory-utilization)",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, description="share of the GPU's memory this stage may use (vLLM's; default 0.9)"
+    )
+    device: str = Field("", description="GPU for this stage, cuda:N (default: the first)")

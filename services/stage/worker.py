@@ -98,6 +98,19 @@ class StageWorker:
         return dict(self.worker.get_kv_cache_spec())
 
     def available_kv_bytes(self) -> int:
+        """Free memory for the KV cache, profiled by vLLM (GPU) or as configured (CPU).
+
+        A GPU worker capturing full CUDA graphs builds a minimal KV cache while
+        profiling, which needs the layout that vLLM's engine core resolves first;
+        the stage resolves it the same way from its own backends (every stage runs
+        the same ones, so this matches what the coordinator later sends).
+        """
+        from vllm.v1.attention.backends.utils import resolve_kv_cache_layout
+
+        layout = resolve_kv_cache_layout(
+            self.vllm_config, [self.kv_cache_layouts()], list(self.kv_cache_spec().values())
+        )
+        self.worker.set_kv_cache_layout(layout.name)
         return int(self.worker.determine_available_memory())
 
     def kv_cache_layouts(self) -> list[str]:

@@ -1,0 +1,100 @@
+"""Engine choices that depend on where a process runs: CUDA GPU or CPU.
+
+Pure logic: the platform is passed in (detect_platform() reads it from torch),
+so the CUDA choices are unit-tested on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Platform = Literal["cuda", "cpu"]
+
+# vLLM's own default: the share of the GPU's memory one engine (here: one stage) may use.
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# A CPU stage's KV cache when none is named (vLLM's CPU worker sizes nothing itself).
+DEFAULT_CPU_KV_CACHE_GB = 0.5
+
+
+@dataclass(frozen=True)
+class PlatformChoice:
+    """Resolved engine choices for one platform (immutable; any thread)."""
+
+    platform: Platform
+    dtype: str
+    enforce_eager: bool
+    # vLLM compilation_config: None = vLLM's default for the platform.
+    compilation: dict[str, object] | None
+    # Fixed KV cache bytes, or None to size it from free GPU memory.
+    kv_cache_bytes: int | None
+    gpu_memory_utilization: float
+
+
+def detect_platform() -> Platform:
+    """The platform this process runs on, as torch sees it."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose(
+    platform: Platform,
+    *,
+    dtype: str = "",
+    enforce_eager: bool | None = None,
+    kv_cache_gb: float | None = None,
+    gpu_memory_utilization: float | None = None,
+) -> PlatformChoice:
+    """Fill unset choices with the platform's defaults.
+
+    CUDA: bfloat16 (the bundled model's config says float32, which rules out
+    FlashAttention), CUDA graphs for full decode batches without torch.compile
+    (no Inductor/compiler at start-up; stages run the model from their own step
+    loop), KV cache sized by vLLM from the free GPU memory under
+    gpu_memory_utilization. CPU: float32, eager (vLLM's CPU backend has no
+    graphs), a fixed KV cache of kv_cache_gb (see stage_kv_cache_gb).
+    """
+    util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
+    if not 0 < util <= 1:
+        raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {util}")
+    if platform == "cuda":
+        eager = bool(enforce_eager)
+        return PlatformChoice(
+            platform=platform,
+            dtype=dtype or "bfloat16",
+            enforce_eager=eager,
+            compilation=None if eager else {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"},
+            kv_cache_bytes=int(kv_cache_gb * (1 << 30)) if kv_cache_gb else None,
+            gpu_memory_utilization=util,
+        )
+    if enforce_eager is False:
+        raise ValueError("CUDA graphs need a GPU: drop --no-enforce-eager on a CPU host")
+    return PlatformChoice(
+        platform=platform,
+        dtype=dtype or "float32",
+        enforce_eager=True,
+        compilation=None,
+        kv_cache_bytes=int(kv_cache_gb * (1 << 30)) if kv_cache_gb else None,
+        # vLLM's CPU worker reserves this share of *host* memory: keep it small.
+        gpu_memory_utilization=gpu_memory_utilization or 0.05,
+    )
+
+
+def stage_kv_cache_gb(platform: Platform, kv_cache_gb: float | None) -> float | None:
+    """A stage's KV cache size: as named, else a fixed default on CPU, else sized by vLLM."""
+    if kv_cache_gb is None and platform == "cpu":
+        return DEFAULT_CPU_KV_CACHE_GB
+    return kv_cache_gb
+
+
+def select_device(device: str) -> None:
+    """Pin this process to one GPU ("cuda:N"), before CUDA is first touched."""
+    import os
+
+    if not device:
+        return
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index.isdigit():
+        raise ValueError(f"--device must be cuda:N (N a GPU index), got {device!r}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = index

@@ -1,0 +1,49 @@
+"""Engine choices per platform, checked on a CPU-only machine by naming the platform."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.platform_defaults import choose, select_device, stage_kv_cache_gb
+
+
+def test_cuda_defaults_to_bfloat16_graphs_and_profiled_kv_cache() -> None:
+    c = choose("cuda")
+    assert c.dtype == "bfloat16"
+    assert c.enforce_eager is False
+    assert c.compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    assert c.kv_cache_bytes is None
+    assert c.gpu_memory_utilization == 0.9
+
+
+def test_cuda_respects_explicit_choices() -> None:
+    c = choose(
+        "cuda", dtype="float16", enforce_eager=True, kv_cache_gb=1, gpu_memory_utilization=0.4
+    )
+    assert (c.dtype, c.enforce_eager, c.compilation) == ("float16", True, None)
+    assert c.kv_cache_bytes == 1 << 30
+    assert c.gpu_memory_utilization == 0.4
+
+
+def test_cpu_keeps_float32_eager_and_fixed_kv_cache() -> None:
+    c = choose("cpu", kv_cache_gb=stage_kv_cache_gb("cpu", None))
+    assert (c.dtype, c.enforce_eager, c.compilation) == ("float32", True, None)
+    assert c.kv_cache_bytes == (1 << 30) // 2
+    assert stage_kv_cache_gb("cuda", None) is None
+
+
+def test_cpu_refuses_cuda_graphs_and_bad_utilization() -> None:
+    with pytest.raises(ValueError, match="--no-enforce-eager"):
+        choose("cpu", enforce_eager=False)
+    with pytest.raises(ValueError, match="--gpu-memory-utilization"):
+        choose("cuda", gpu_memory_utilization=1.5)
+
+
+def test_select_device_sets_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    select_device("cuda:1")
+    import os
+
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    with pytest.raises(ValueError, match="--device"):
+        select_device("gpu1")
