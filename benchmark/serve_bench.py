@@ -59,7 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="", help="HF model folder (default: the bundled one)")
     p.add_argument("--served-model-name", default="", help="default: the folder name")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--stages", type=int, default=2, help="layerbus stages (even layer split)")
+    p.add_argument("--stages", type=int, default=2, help="layerbus stages")
+    p.add_argument(
+        "--split",
+        choices=["balanced", "even"],
+        default="balanced",
+        help="layer ranges: even compute (LM head counted) or even layer counts",
+    )
     p.add_argument("--cores", type=_ints, default=[0, 1], help="CPU cores both systems use")
     p.add_argument("--kv-cache-gb", type=float, default=2.0, help="KV cache for all layers, GiB")
     p.add_argument("--max-model-len", type=int, default=2048)
@@ -189,7 +195,7 @@ class Bench:
                 self.load(started, "vllm", c)
         finally:
             started.children.stop()
-        layers = _layers(self.num_layers, args.stages)
+        layers = _layers(self.num_layers, args.stages, args.split, args.model)
         lan_levels = set(args.concurrency)
         if wan and 0.0 in args.wan_delays_ms and None in args.wan_micro_batches:
             lan_levels.add(args.wan_concurrency)  # the no-delay, default-M WAN point
@@ -221,10 +227,14 @@ class Bench:
         report.plot(self.results, self.out / "bench.png")
 
 
-def _layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
-    from services.stage.layers import even_split
+def _layers(num_layers: int, stages: int, split: str, model: str) -> list[tuple[int, int]]:
+    """Layer ranges per stage: even counts, or even compute (the LM head weighs in)."""
+    from services.stage.layers import balanced_split, even_split, head_cost_in_layers
 
-    return even_split(num_layers, stages)
+    if split == "even":
+        return even_split(num_layers, stages)
+    config = json.loads((Path(model) / "config.json").read_text())
+    return balanced_split(num_layers, stages, head_cost_in_layers(config))
 
 
 def _status(url: str) -> Any:

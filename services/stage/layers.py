@@ -63,3 +63,47 @@ def even_split(num_layers: int, num_stages: int) -> list[tuple[int, int]]:
         ranges.append((start, start + size))
         start += size
     return ranges
+
+
+def balanced_split(num_layers: int, num_stages: int, head_cost: float) -> list[tuple[int, int]]:
+    """Contiguous ranges whose compute is as even as possible.
+
+    Every decoder layer costs 1; the last stage also runs the final norm and
+    the LM head over the whole vocabulary, which costs `head_cost` layers (for
+    a small model with a large vocabulary that is several layers: SmolLM2-135M's
+    head weighs about 8 of its 30 layers). Minimises the busiest stage's cost,
+    since the pipeline runs at the pace of its slowest stage.
+    """
+    if not 1 <= num_stages <= num_layers:
+        raise LayerRangeError(f"cannot split {num_layers} layers into {num_stages} stages")
+    # best[k][n]: the least possible maximum cost when the first n layers form k stages.
+    inf = float("inf")
+    best = [[inf] * (num_layers + 1) for _ in range(num_stages + 1)]
+    cut = [[0] * (num_layers + 1) for _ in range(num_stages + 1)]
+    best[0][0] = 0.0
+    for k in range(1, num_stages + 1):
+        for n in range(k, num_layers + 1):
+            for m in range(k - 1, n):
+                cost = n - m + (head_cost if n == num_layers and k == num_stages else 0.0)
+                worst = max(best[k - 1][m], cost)
+                if worst < best[k][n]:
+                    best[k][n], cut[k][n] = worst, m
+    ranges, end = [], num_layers
+    for k in range(num_stages, 0, -1):
+        start = cut[k][end]
+        ranges.append((start, end))
+        end = start
+    return ranges[::-1]
+
+
+def head_cost_in_layers(config: dict[str, object]) -> float:
+    """The LM head's multiply-adds per token in units of one decoder layer's (HF config)."""
+    cfg = dict(config.get("text_config", config))  # type: ignore[call-overload]
+    hidden = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(cfg.get("num_key_value_heads", heads))
+    inter = int(cfg.get("intermediate_size", 4 * hidden))
+    vocab = int(cfg["vocab_size"])
+    kv_dim = hidden * kv_heads // heads
+    layer = hidden * (hidden + 2 * kv_dim) + hidden * hidden + 3 * hidden * inter
+    return hidden * vocab / layer

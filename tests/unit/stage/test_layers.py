@@ -41,3 +41,26 @@ def test_even_split_covers_all_layers() -> None:
     assert even_split(30, 4) == [(0, 8), (8, 16), (16, 23), (23, 30)]
     with pytest.raises(LayerRangeError):
         even_split(3, 4)
+
+
+def test_balanced_split_gives_the_head_stage_fewer_layers() -> None:
+    from services.stage.layers import balanced_split
+
+    assert balanced_split(30, 2, head_cost=8.0) == [(0, 19), (19, 30)]
+    assert balanced_split(30, 2, head_cost=0.0) == [(0, 15), (15, 30)]
+    three = balanced_split(30, 3, head_cost=6.0)
+    assert three[0][0] == 0 and three[-1][1] == 30
+    assert [b - a for a, b in three] == [12, 12, 6]
+
+
+def test_head_cost_of_smollm2() -> None:
+    from services.stage.layers import head_cost_in_layers
+
+    config = {
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "intermediate_size": 1536,
+        "vocab_size": 49152,
+    }
+    assert 7.5 < head_cost_in_layers(config) < 8.5
