@@ -157,6 +157,8 @@ class Status(msgspec.Struct):
     batches_in_flight: int = 0
     empty_steps: int = 0
     recoveries: int = 0
+    max_micro_batches: int = 0  # cap of the automatic raise (= micro_batches when fixed)
+    round_trip_ms: float = 0.0  # smoothed send -> result time of one step
 
 
 # ------------------------------------------------------------------ stage side

@@ -14,6 +14,7 @@ import msgspec
 from services.coordinator.authorization import may_abort
 from services.coordinator.engine_stats import EngineStats
 from services.coordinator.executor import PipelineExecutor
+from services.coordinator.micro_batch_control import Measure, wanted_micro_batches
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
 from services.coordinator.scheduler import MicroBatchScheduler
 from services.coordinator.structured import structured_outputs_params, verify_structured
@@ -21,6 +22,9 @@ from shared import wire
 from shared.engine_settings import EngineSettings, build_vllm_config
 
 log = logging.getLogger("layerbus.coordinator")
+
+# Steps per micro-batch between two decisions to raise M (each new M is measured first).
+RAISE_WINDOW_STEPS = 8
 
 Send = Callable[[bytes, msgspec.Struct], None]
 
@@ -104,13 +108,23 @@ class EngineHost:
         configure_timeout_s: float,
         micro_batches: int = 0,
         recovery_timeout_s: float = 60.0,
+        max_micro_batches: int = 0,
     ) -> None:
         self.engine_settings = engine
         self.link = link
         self.send = send
         self.configure_timeout_s = configure_timeout_s
         self.recovery_timeout_s = recovery_timeout_s
+        # A fixed M when set; else one per stage, raised while serving up to the cap.
         self.micro_batches = micro_batches or len(link.chain)
+        self.max_micro_batches = (
+            micro_batches
+            if micro_batches
+            else max(self.micro_batches, max_micro_batches or 4 * len(link.chain))
+        )
+        if len(link.chain) == 1 and not max_micro_batches:
+            self.max_micro_batches = self.micro_batches  # one stage: nothing to overlap
+        self._steps_at_last_raise = 0
         self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
         self.owner: dict[str, bytes] = {}
         self.prompt_len: dict[str, int] = {}
@@ -138,7 +152,7 @@ class EngineHost:
             self.engine_settings,
             pipeline_size=len(chain),
             executor=executor,
-            scheduler_cls=MicroBatchScheduler.bind(self.micro_batches),
+            scheduler_cls=MicroBatchScheduler.bind(self.micro_batches, self.max_micro_batches),
             tokenizer=True,
         )
         self.vllm_config = config
@@ -153,16 +167,18 @@ class EngineHost:
         core = EngineCore(config, executor_class=executor, log_stats=True)
         # One step in flight per micro-batch (vLLM sizes the queue by stages).
         core.batch_queue_size = self.micro_batches
-        core.batch_queue = deque(maxlen=self.micro_batches) if self.micro_batches > 1 else None
+        pipelined = self.max_micro_batches > 1
+        core.batch_queue = deque(maxlen=self.max_micro_batches) if pipelined else None
         core.step_fn = core.step if core.batch_queue is None else core.step_with_batch_queue
         core.model_executor.requests = core.scheduler.requests  # type: ignore[attr-defined]
         self.core = core
         self.stats = EngineStats(config)
         log.info(
-            "engine ready: %d stages, %d KV blocks, %d micro-batches",
+            "engine ready: %d stages, %d KV blocks, %d micro-batches (up to %d)",
             len(chain),
             config.cache_config.num_gpu_blocks,
             self.micro_batches,
+            self.max_micro_batches,
         )
 
     def run(self) -> None:
@@ -207,7 +223,39 @@ class EngineHost:
                 continue
             if outputs:
                 self._publish(outputs)
+            self._maybe_raise_micro_batches()
             self._update_snapshot()
+
+    def _maybe_raise_micro_batches(self) -> None:
+        """Apply services/coordinator/micro_batch_control.py's rule, once per window of steps."""
+        if self.micro_batches >= self.max_micro_batches:
+            return
+        steps = self.link.steps_sent
+        if steps - self._steps_at_last_raise < RAISE_WINDOW_STEPS * self.micro_batches:
+            return
+        step_ms = [r.beat.recent_step_ms for r in self.link.chain if r.beat is not None]
+        measure = Measure(
+            round_trip_ms=self.link.round_trip_ms.value,
+            bottleneck_step_ms=max(step_ms, default=0.0),
+            running=len(self.core.scheduler.running),
+        )
+        wanted = wanted_micro_batches(self.micro_batches, self.max_micro_batches, measure)
+        if wanted == self.micro_batches:
+            return
+        log.info(
+            "raising micro-batches %d -> %d: a step's round trip %.0f ms is over %d x the "
+            "slowest stage's step (%.0f ms), %d requests running",
+            self.micro_batches,
+            wanted,
+            measure.round_trip_ms,
+            self.micro_batches + 1,
+            measure.bottleneck_step_ms,
+            measure.running,
+        )
+        self.micro_batches = wanted
+        self.core.scheduler.micro.grow(wanted)
+        self.core.batch_queue_size = wanted
+        self._steps_at_last_raise = steps
 
     # ------------------------------------------------------------ recovery
 
@@ -421,6 +469,8 @@ class EngineHost:
             "steps": self.link.steps_sent,
             "empty_steps": self.link.empty_steps_sent,
             "micro_batches": self.micro_batches,
+            "max_micro_batches": self.max_micro_batches,
+            "round_trip_ms": round(self.link.round_trip_ms.value, 3),
             "micro_batch_sizes": sched.micro_batch_sizes(),
             "generation": self.link.generation,
             "recoveries": self.recoveries,

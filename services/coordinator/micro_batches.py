@@ -5,7 +5,10 @@ schedules one micro-batch whose previous step has come back, so with M steps
 in flight every stage holds different work. New requests join the micro-batch
 whose turn it is only up to a fair share (so they spread to the lightest
 ones); a micro-batch that grew two or more above the lightest hands requests
-over before its step is scheduled. No sockets, no vLLM: unit-tested alone.
+over before its step is scheduled. The coordinator may raise the number of
+active micro-batches while serving (services/coordinator/micro_batch_control.py
+says when); new ones start empty and fill through the same hand-over. No
+sockets, no vLLM: unit-tested alone.
 """
 
 from __future__ import annotations
@@ -17,13 +20,25 @@ from collections.abc import Iterable, Sequence
 class MicroBatches:
     """Which micro-batch each request is in, and which are in flight; engine thread only."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, capacity: int = 0) -> None:
+        capacity = capacity or count
         if count < 1:
             raise ValueError(f"micro-batch count must be at least 1, got {count}")
-        self.count = count
+        if capacity < count:
+            raise ValueError(f"micro-batch capacity {capacity} is below the count {count}")
+        self.count = count  # active micro-batches; grows up to capacity
+        self.capacity = capacity
         self.group_of: dict[str, int] = {}
-        self.in_flight = [0] * count
+        self.in_flight = [0] * capacity
         self._turn = 0
+
+    def grow(self, count: int) -> None:
+        """Use `count` micro-batches from now on (never fewer than now, at most capacity)."""
+        if not self.count <= count <= self.capacity:
+            raise ValueError(
+                f"micro-batches can grow from {self.count} up to {self.capacity}, not to {count}"
+            )
+        self.count = count
 
     # ------------------------------------------------------------ turns
 
@@ -47,17 +62,17 @@ class MicroBatches:
 
     def reset_flight(self) -> None:
         """Forget every step in flight (the chain was rebuilt; they will never return)."""
-        self.in_flight = [0] * self.count
+        self.in_flight = [0] * self.capacity
 
     # ------------------------------------------------------------ membership
 
     def sizes(self, running: Iterable[str]) -> list[int]:
-        sizes = [0] * self.count
+        sizes = [0] * self.capacity
         for rid in running:
             group = self.group_of.get(rid)
             if group is not None:
                 sizes[group] += 1
-        return sizes
+        return sizes[: self.count]
 
     def members(self, group: int, running: Sequence[str]) -> list[str]:
         """Requests of `group` to schedule now, after handing surplus to the lightest group.

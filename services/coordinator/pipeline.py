@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq
 
+from services.coordinator.micro_batch_control import Smoothed
 from shared import codec, wire
 from shared.curve import CurveOptions
 from shared.settings import TransportSettings
@@ -65,6 +66,8 @@ class PipelineLink:
         self.wants_chain = False
         self._offer: list[Any] | None = None
         self.max_in_flight = 0
+        # Smoothed send -> result time of steps with tokens (written by the I/O thread).
+        self.round_trip_ms = Smoothed()
         self.steps_sent = 0
         self.empty_steps_sent = 0
         # CURVE client options for a connection to a stage (set by the server).
@@ -213,6 +216,8 @@ class PipelineLink:
             self.fail_all(result.error, broken=False)
             pending.future.set_exception(PipelineFailed(result.error))
         else:
+            if pending.tokens > 0:
+                self.round_trip_ms.add((time.monotonic() - pending.sent_at) * 1000)
             pending.future.set_result(result)
         return True
 

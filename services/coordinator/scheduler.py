@@ -23,17 +23,21 @@ class MicroBatchScheduler(Scheduler):
     """Round-robin micro-batches over vLLM's Scheduler; called on the engine thread only."""
 
     num_micro_batches = 1
+    max_micro_batches = 1
 
     @classmethod
-    def bind(cls, num_micro_batches: int) -> type[MicroBatchScheduler]:
-        """A subclass with M fixed (vLLM instantiates the scheduler class itself)."""
-        attrs = {"num_micro_batches": num_micro_batches}
+    def bind(cls, num_micro_batches: int, max_micro_batches: int = 0) -> type[MicroBatchScheduler]:
+        """A subclass with M and its cap fixed (vLLM instantiates the scheduler class itself)."""
+        attrs = {
+            "num_micro_batches": num_micro_batches,
+            "max_micro_batches": max(num_micro_batches, max_micro_batches),
+        }
         return type("BoundMicroBatchScheduler", (cls,), attrs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.micro = MicroBatches(self.num_micro_batches)
-        self._prev_by_group: list[set[str]] = [set() for _ in range(self.micro.count)]
+        self.micro = MicroBatches(self.num_micro_batches, self.max_micro_batches)
+        self._prev_by_group: list[set[str]] = [set() for _ in range(self.micro.capacity)]
         self._group_of_step: dict[int, int] = {}
         self.steps = 0
         self.empty_steps = 0

@@ -264,6 +264,7 @@ class CoordinatorServer:
             self._send_from_engine,
             self.settings.configure_timeout_s,
             micro_batches=self.settings.micro_batches,
+            max_micro_batches=self.settings.max_micro_batches,
             recovery_timeout_s=self.settings.recovery_timeout_s,
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)

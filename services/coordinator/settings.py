@@ -22,8 +22,14 @@ class CoordinatorSettings(BaseSettings):
     micro_batches: int = Field(
         0,
         ge=0,
-        description="micro-batches in flight through the chain (0 = one per stage); raise it "
-        "when a round trip through the chain takes longer than one stage's step",
+        description="micro-batches in flight through the chain; 0 = one per stage to start, "
+        "raised while serving when a step's round trip outlasts the stages' work "
+        "(see docs/structure.md); a number fixes M",
+    )
+    max_micro_batches: int = Field(
+        0,
+        ge=0,
+        description="cap for the automatic raise (0 = 4 per stage; one stage: no raise)",
     )
     recovery_timeout_s: float = Field(
         60.0,

@@ -83,3 +83,40 @@ def test_forget_finished_and_reset_flight() -> None:
 def test_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         MicroBatches(0)
+
+
+def test_grow_adds_empty_groups_that_fill_by_hand_over() -> None:
+    mb = MicroBatches(2, capacity=4)
+    running = [f"r{i}" for i in range(16)]
+    mb.assign(0, running[:8])
+    mb.assign(1, running[8:])
+    assert mb.sizes(running) == [8, 8]
+    mb.grow(4)
+    assert mb.sizes(running) == [8, 8, 0, 0]
+    # Turns rotate over all four now, and heavy groups hand their surplus over.
+    for _ in range(12):
+        group = mb.next_group()
+        mine = mb.members(group, running)
+        mb.assign(group, mine)
+    sizes = mb.sizes(running)
+    assert sum(sizes) == 16
+    assert max(sizes) - min(sizes) <= 1, sizes
+
+
+def test_grow_only_within_capacity_and_never_shrinks() -> None:
+    mb = MicroBatches(2, capacity=3)
+    with pytest.raises(ValueError, match="up to 3"):
+        mb.grow(4)
+    mb.grow(3)
+    with pytest.raises(ValueError, match="from 3"):
+        mb.grow(2)
+    with pytest.raises(ValueError, match="capacity 1 is below"):
+        MicroBatches(2, capacity=1)
+
+
+def test_new_groups_take_turns_after_grow() -> None:
+    mb = MicroBatches(2, capacity=3)
+    mb.started(mb.next_group())
+    mb.started(mb.next_group())
+    mb.grow(3)
+    assert mb.next_group() == 2
