@@ -23,8 +23,8 @@ from shared.engine_settings import EngineSettings, build_vllm_config
 
 log = logging.getLogger("layerbus.coordinator")
 
-# Steps per micro-batch between two decisions to raise M (each new M is measured first).
-RAISE_WINDOW_STEPS = 8
+# Seconds between two decisions to raise M (each new M is measured first).
+RAISE_WINDOW_S = 5.0
 
 Send = Callable[[bytes, msgspec.Struct], None]
 
@@ -124,7 +124,8 @@ class EngineHost:
         )
         if len(link.chain) == 1 and not max_micro_batches:
             self.max_micro_batches = self.micro_batches  # one stage: nothing to overlap
-        self._steps_at_last_raise = 0
+        self._window_start = 0.0
+        self._window_beats: dict[str, tuple[float, float]] = {}
         self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
         self.owner: dict[str, bytes] = {}
         self.prompt_len: dict[str, int] = {}
@@ -227,35 +228,47 @@ class EngineHost:
             self._update_snapshot()
 
     def _maybe_raise_micro_batches(self) -> None:
-        """Apply services/coordinator/micro_batch_control.py's rule, once per window of steps."""
+        """Apply services/coordinator/micro_batch_control.py's rule once per window."""
         if self.micro_batches >= self.max_micro_batches:
             return
-        steps = self.link.steps_sent
-        if steps - self._steps_at_last_raise < RAISE_WINDOW_STEPS * self.micro_batches:
+        now = time.monotonic()
+        if now - self._window_start < RAISE_WINDOW_S:
             return
-        step_ms = [r.beat.recent_step_ms for r in self.link.chain if r.beat is not None]
+        in_flight = self.link.take_in_flight_average()
+        busiest = 0.0
+        for r in self.link.chain:
+            start = self._window_beats.get(r.name)
+            if r.beat is not None and start is not None and r.beat_at - start[1] > 0.5:
+                share = (r.beat.busy_s - start[0]) / (r.beat_at - start[1])
+                busiest = max(busiest, share)
+        self._start_window(now)
         measure = Measure(
-            round_trip_ms=self.link.round_trip_ms.value,
-            bottleneck_step_ms=max(step_ms, default=0.0),
+            in_flight=in_flight,
+            busiest_stage=busiest,
             running=len(self.core.scheduler.running),
         )
         wanted = wanted_micro_batches(self.micro_batches, self.max_micro_batches, measure)
         if wanted == self.micro_batches:
             return
         log.info(
-            "raising micro-batches %d -> %d: a step's round trip %.0f ms is over %d x the "
-            "slowest stage's step (%.0f ms), %d requests running",
+            "raising micro-batches %d -> %d: %.1f in flight on average, yet the busiest "
+            "stage computed only %.0f%% of the last %.0f s (%d requests running)",
             self.micro_batches,
             wanted,
-            measure.round_trip_ms,
-            self.micro_batches + 1,
-            measure.bottleneck_step_ms,
+            measure.in_flight,
+            100 * measure.busiest_stage,
+            RAISE_WINDOW_S,
             measure.running,
         )
         self.micro_batches = wanted
         self.core.scheduler.micro.grow(wanted)
         self.core.batch_queue_size = wanted
-        self._steps_at_last_raise = steps
+
+    def _start_window(self, now: float) -> None:
+        self._window_start = now
+        self._window_beats = {
+            r.name: (r.beat.busy_s, r.beat_at) for r in self.link.chain if r.beat is not None
+        }
 
     # ------------------------------------------------------------ recovery
 

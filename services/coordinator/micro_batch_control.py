@@ -1,49 +1,78 @@
 """When the coordinator raises the number of micro-batches (pure; no sockets, no vLLM).
 
-With M micro-batches the chain stays busy as long as a micro-batch comes back
-before the slowest stage has worked through the other M - 1: the round trip of
-one step (coordinator -> every stage -> coordinator, network included) must
-not exceed M steps of the slowest stage. In a saturated pipeline the round
-trip settles at about M x the bottleneck step (each micro-batch queues behind
-the others there); when links are slow it stays above that and the stages
-idle while the steps travel. So the rule is:
+M micro-batches keep the chain busy as long as one comes back before the
+slowest stage has worked through the others. When the links are slow (a WAN),
+the steps spend their time travelling: all M micro-batches are in flight, yet
+the stages idle. When the coordinator is the slow part, fewer than M are in
+flight, and more micro-batches would not help. So, over a window of a few
+seconds, the coordinator looks at
 
-    raise M by one when  round_trip > (M + 1) x bottleneck_step
-                   and   running requests >= 2 x (M + 1)   (every micro-batch keeps 2)
-                   and   M < the cap (--max-micro-batches).
+- the time-averaged number of micro-batches in flight (steps with tokens), and
+- the busiest chain stage's busy share (compute time / wall time, from the
+  cumulative `busy_s` in its heartbeats),
 
-The margin of one whole step keeps M where it is on a LAN, where the round trip
-is the sum of the stage steps plus a few milliseconds. M is never lowered: a
-larger M only makes the micro-batches smaller, and the next burst of load needs
-it again. Both timings are smoothed averages, and decisions are spaced by a
-whole window of steps so that each new M is measured before the next change.
+and raises M by one when
+
+    in flight >= M - 0.5   (the chain, not the coordinator, holds the work)
+    busiest stage < 85 % busy
+    running requests >= 2 x (M + 1)   (every micro-batch keeps at least 2)
+    M < the cap (--max-micro-batches).
+
+On a LAN the busiest stage works ~90 % of the time at M = stages, so M stays.
+M is never lowered: a larger M only makes the micro-batches smaller, and the
+next burst of load needs it again. Each window starts after the last change,
+so every new M is measured before the next one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+BUSY_ENOUGH = 0.85  # a bottleneck stage this busy is fed well enough
+
 
 @dataclass(frozen=True)
 class Measure:
-    """What the rule looks at: smoothed timings and the load right now."""
+    """What the rule looks at, averaged over one window (running: right now)."""
 
-    round_trip_ms: float  # step sent -> its result back at the coordinator
-    bottleneck_step_ms: float  # the slowest chain stage's compute per step
+    in_flight: float  # time-averaged micro-batches in flight (steps carrying tokens)
+    busiest_stage: float  # the busiest chain stage's compute share of the window, 0..1
     running: int  # requests running in the scheduler
 
 
 def wanted_micro_batches(current: int, cap: int, measure: Measure) -> int:
-    """`current` + 1 when the rule above says the chain idles, else `current`."""
+    """`current` + 1 when the rule above says the chain idles for want of work, else `current`."""
     if current >= cap:
-        return current
-    if measure.bottleneck_step_ms <= 0 or measure.round_trip_ms <= 0:
         return current
     if measure.running < 2 * (current + 1):
         return current
-    if measure.round_trip_ms > (current + 1) * measure.bottleneck_step_ms:
-        return current + 1
-    return current
+    if measure.in_flight < current - 0.5:
+        return current
+    if not 0.0 < measure.busiest_stage < BUSY_ENOUGH:
+        return current  # 0: no heartbeat in the window yet
+    return current + 1
+
+
+class TimeAverage:
+    """Time-weighted average of a level that changes in steps; callers serialise access."""
+
+    def __init__(self, now: float) -> None:
+        self.level = 0.0
+        self._since = now
+        self._area = 0.0
+        self._start = now
+
+    def set(self, level: float, now: float) -> None:
+        self._area += self.level * max(0.0, now - self._since)
+        self.level, self._since = level, now
+
+    def take(self, now: float) -> float:
+        """The average since the last take (or creation), and start a new window."""
+        self.set(self.level, now)
+        span = now - self._start
+        average = self._area / span if span > 0 else self.level
+        self._area, self._start = 0.0, now
+        return average
 
 
 class Smoothed:
@@ -57,7 +86,8 @@ class Smoothed:
         self.samples = 0
 
     def add(self, sample: float) -> None:
-        self.value = (
-            sample if self.samples == 0 else ((1 - self.weight) * self.value + self.weight * sample)
-        )
+        if self.samples == 0:
+            self.value = sample
+        else:
+            self.value = (1 - self.weight) * self.value + self.weight * sample
         self.samples += 1

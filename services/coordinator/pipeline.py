@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from services.coordinator.micro_batch_control import Smoothed
+from services.coordinator.micro_batch_control import Smoothed, TimeAverage
 from shared import codec, wire
 from shared.curve import CurveOptions
 from shared.settings import TransportSettings
@@ -68,6 +68,8 @@ class PipelineLink:
         self.max_in_flight = 0
         # Smoothed send -> result time of steps with tokens (written by the I/O thread).
         self.round_trip_ms = Smoothed()
+        # Micro-batches (steps with tokens) in flight, averaged over time (under the lock).
+        self._in_flight_level = TimeAverage(time.monotonic())
         self.steps_sent = 0
         self.empty_steps_sent = 0
         # CURVE client options for a connection to a stage (set by the server).
@@ -160,6 +162,7 @@ class PipelineLink:
             self._pending[step_id] = _Pending(future, time.monotonic(), tokens)
             busy = sum(1 for p in self._pending.values() if p.tokens > 0)
             self.max_in_flight = max(self.max_in_flight, busy)
+            self._in_flight_level.set(busy, time.monotonic())
             generation = self.generation
         assert self.first is not None
         step = wire.Step(step_id=step_id, plan=plan, tensors=[], generation=generation)
@@ -179,6 +182,11 @@ class PipelineLink:
         with self._lock:
             busy = sum(1 for p in self._pending.values() if p.tokens > 0)
             return len(self._pending), busy
+
+    def take_in_flight_average(self) -> float:
+        """Micro-batches in flight, averaged over time since the last call (any thread)."""
+        with self._lock:
+            return self._in_flight_level.take(time.monotonic())
 
     def take_offer(self) -> list[Any] | None:
         with self._lock:
@@ -209,6 +217,9 @@ class PipelineLink:
             if result.generation != self.generation:
                 return False
             pending = self._pending.pop(result.step_id, None)
+            if pending is not None and pending.tokens > 0:
+                busy = sum(1 for p in self._pending.values() if p.tokens > 0)
+                self._in_flight_level.set(busy, time.monotonic())
         if pending is None:
             return False
         if result.error:

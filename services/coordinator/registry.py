@@ -23,6 +23,7 @@ class StageRecord:
     state_before_death: str = "registered"
     extra: dict[str, str] = field(default_factory=dict)
     beat: wire.Heartbeat | None = None  # the stage's latest counters
+    beat_at: float = 0.0  # when `beat` arrived (monotonic)
 
     @property
     def name(self) -> str:

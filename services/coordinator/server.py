@@ -348,6 +348,7 @@ class CoordinatorServer:
         record = self.registry.seen(msg.name, now, msg.pid)
         if record is None:
             return
+        record.beat_at = now
         record.beat = msg
         if was_dead:
             if self._in_chain(record) and self.link.broken is None:

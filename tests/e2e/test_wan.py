@@ -86,9 +86,10 @@ def test_100ms_links_give_the_same_text(wan: Cluster, two_stages: Cluster) -> No
     # The activations really went through the delayed links.
     assert [s["address"] for s in stages] == ADVERTISED
     assert all(s["steps"] > 0 for s in stages)
-    # Round trips of ~300 ms of links against a few tens of ms of compute: the
-    # coordinator raised M above one per stage (services/coordinator/micro_batch_control.py),
-    # and the text above stayed the same while requests moved to the new micro-batches.
+    # Steps spend ~300 ms on the links against a few tens of ms of compute, so the stages
+    # idle with every micro-batch in flight: the coordinator raised M above one per stage
+    # (services/coordinator/micro_batch_control.py), and the text above stayed the same
+    # while requests moved to the new micro-batches.
     coordinator = status(wan)["coordinator"]
     assert 2 < coordinator["micro_batches"] <= coordinator["max_micro_batches"], coordinator
     assert coordinator["round_trip_ms"] > 3 * DELAY_MS, coordinator

@@ -4,35 +4,47 @@ from __future__ import annotations
 
 import pytest
 
-from services.coordinator.micro_batch_control import Measure, Smoothed, wanted_micro_batches
+from services.coordinator.micro_batch_control import (
+    Measure,
+    Smoothed,
+    TimeAverage,
+    wanted_micro_batches,
+)
 
 
-def test_lan_round_trip_keeps_m() -> None:
-    # Two stages of 80 ms each plus 5 ms of links and coordinator: 165 ms < 3 x 80.
-    assert wanted_micro_batches(2, 8, Measure(165.0, 80.0, 64)) == 2
-
-
-def test_saturated_pipeline_keeps_m() -> None:
-    # Four micro-batches queue at an 80 ms stage: each comes back after ~4 steps.
-    assert wanted_micro_batches(4, 8, Measure(330.0, 80.0, 128)) == 4
+def test_lan_keeps_m_while_the_busiest_stage_is_busy() -> None:
+    # Two micro-batches in flight, the busiest stage computes 92% of the time.
+    assert wanted_micro_batches(2, 8, Measure(1.9, 0.92, 64)) == 2
 
 
 def test_slow_links_raise_m_by_one() -> None:
-    # 100 ms per link, three links, two 88 ms stages: 476 ms > 5 x 88.
-    assert wanted_micro_batches(4, 8, Measure(476.0, 88.0, 128)) == 5
+    # All four in flight, yet the stages wait for steps on the wire 40% of the time.
+    assert wanted_micro_batches(4, 8, Measure(3.9, 0.6, 128)) == 5
+
+
+def test_a_slow_coordinator_does_not_raise_m() -> None:
+    # Stages idle, but the micro-batches are not in flight: more would not help.
+    assert wanted_micro_batches(4, 8, Measure(2.5, 0.5, 128)) == 4
 
 
 def test_cap_and_too_few_requests_stop_the_raise() -> None:
-    slow = Measure(1000.0, 50.0, 128)
-    assert wanted_micro_batches(8, 8, slow) == 8
+    assert wanted_micro_batches(8, 8, Measure(8.0, 0.3, 128)) == 8
     # Two requests per micro-batch at least: 5 running cannot feed 3.
-    assert wanted_micro_batches(2, 8, Measure(1000.0, 50.0, 5)) == 2
-    assert wanted_micro_batches(2, 8, Measure(1000.0, 50.0, 6)) == 3
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.3, 5)) == 2
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.3, 6)) == 3
 
 
-def test_no_measurement_yet_keeps_m() -> None:
-    assert wanted_micro_batches(2, 8, Measure(0.0, 80.0, 64)) == 2
-    assert wanted_micro_batches(2, 8, Measure(500.0, 0.0, 64)) == 2
+def test_no_heartbeat_in_the_window_keeps_m() -> None:
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.0, 64)) == 2
+
+
+def test_time_average_weights_levels_by_duration() -> None:
+    avg = TimeAverage(now=0.0)
+    avg.set(2, now=1.0)  # 0 for 1 s
+    avg.set(1, now=4.0)  # 2 for 3 s
+    assert avg.take(now=5.0) == pytest.approx((0 * 1 + 2 * 3 + 1 * 1) / 5)
+    # A new window starts at the take, at the level reached.
+    assert avg.take(now=7.0) == pytest.approx(1.0)
 
 
 def test_smoothed_starts_at_first_sample_then_averages() -> None:
