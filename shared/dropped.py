@@ -2,7 +2,7 @@
 
 `layerbus_dropped_messages_total{socket,reason}` counts unknown, malformed,
 unauthorized, invalid and stale messages per receiving socket. Coordinator
-and stages expose it with --metrics-port (shared.settings.TransportSettings).
+and stages expose it on their metrics port (shared/metrics_endpoint.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 log = logging.getLogger("layerbus.dropped")
 
@@ -41,9 +41,3 @@ def drop(socket: str, reason: str, detail: str) -> None:
 def count(socket: str, reason: str) -> float:
     """Messages dropped so far on socket for reason (tests and status)."""
     return float(DROPPED.labels(socket=socket, reason=reason)._value.get())
-
-
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose this process's metrics on host:port (port 0 = not at all)."""
-    if port:
-        start_http_server(port, addr=host)

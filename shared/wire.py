@@ -131,6 +131,9 @@ class StageStatus(msgspec.Struct):
     busy_s: float = 0.0
     recent_step_ms: float = 0.0
     num_requests: int = 0
+    metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
+    dtype: str = ""
+    max_model_len: int = 0
 
 
 class Status(msgspec.Struct):
@@ -157,6 +160,8 @@ class Status(msgspec.Struct):
     batches_in_flight: int = 0
     empty_steps: int = 0
     recoveries: int = 0
+    metrics: str = ""  # the coordinator's exporter URL ("" = metrics off)
+    dtype: str = ""
 
 
 # ------------------------------------------------------------------ stage side
@@ -180,6 +185,9 @@ class Register(msgspec.Struct):
     pid: int
     layers_loaded: list[int] = []
     other_parameters: list[str] = []
+    metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
+    dtype: str = ""  # what the stage's vLLM config runs (e.g. bfloat16)
+    max_model_len: int = 0
 
 
 class Configure(msgspec.Struct):
