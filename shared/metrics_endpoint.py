@@ -7,6 +7,11 @@ the next free one of `FALLBACK_PORTS` ports and logs which port was taken;
 of that range is taken does a service give up: with the default it runs
 without metrics and says so, with an explicit `--metrics-port` it refuses to
 start (the error names the setting).
+
+The exporter always answers in Prometheus' text format (0.0.4), whatever the
+scraper's Accept header asks for: prometheus_client 0.26's OpenMetrics output
+rewrites the ':' of `vllm:*` sample names to '_' for a scraper that does not ask
+for UTF-8 names (Prometheus 2.x), and vLLM's dashboards query `vllm:*`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
 from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 log = logging.getLogger("layerbus.metrics")
 
@@ -52,6 +61,46 @@ def bind_first_free(ports: list[int], start: Callable[[int], object], service: s
     return None
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    """The exporter's HTTP server; one daemon thread per scrape."""
+
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    """The exporter's HTTP server on an IPv6 address."""
+
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+def text_format_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """WSGI app that answers as if the scraper asked for no particular format (text 0.0.4)."""
+
+    def text_only(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return app({k: v for k, v in environ.items() if k != "HTTP_ACCEPT"}, start_response)
+
+    return text_only
+
+
+def start_exporter(port: int, host: str) -> WSGIServer:
+    """Serve the default registry on host:port from a daemon thread (OSError if taken)."""
+    from prometheus_client import make_wsgi_app
+
+    server_cls = _Server6 if ":" in host else _Server
+    app = text_format_only(make_wsgi_app())
+    server = make_server(host, port, app, server_cls, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return server
+
+
 def serve_metrics(port: int | None, host: str, service: str) -> int:
     """Start this process's exporter; the port it listens on (0 = metrics off).
 
@@ -59,12 +108,10 @@ def serve_metrics(port: int | None, host: str, service: str) -> int:
     """
     if port == 0:
         return 0
-    from prometheus_client import start_http_server
-
     explicit = port is not None
     first = port if port is not None else DEFAULT_PORTS[service]
     ports = candidate_ports(first)
-    bound = bind_first_free(ports, lambda p: start_http_server(p, addr=host), service)
+    bound = bind_first_free(ports, lambda p: start_exporter(p, host), service)
     if bound is not None:
         return bound
     where = f"{host}:{ports[0]}-{ports[-1]}"

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared import metrics_endpoint
 from shared.metrics_endpoint import (
@@ -19,6 +20,17 @@ from shared.metrics_endpoint import (
     scrape_host,
     serve_metrics,
 )
+
+PROM_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_candidates_are_the_port_and_the_ones_after_it() -> None:
@@ -109,3 +121,18 @@ def test_scrape_host_is_the_metrics_host_unless_it_is_a_wildcard() -> None:
 def test_metrics_url() -> None:
     assert metrics_url(9101, "0.0.0.0", "tcp://stage-1:6000") == "http://stage-1:9101/metrics"
     assert metrics_url(9100, "::1") == "http://[::1]:9100/metrics"
+
+
+def test_vllm_names_keep_their_colon_whatever_the_scraper_asks_for() -> None:
+    from prometheus_client import Gauge
+
+    Gauge("layerbus_test:colon_name", "a vllm:-style name", registry=REGISTRY).set(1)
+    port = serve_metrics(free_port(), "127.0.0.1", "stage")
+    # What Prometheus 2.x sends: it prefers OpenMetrics, without UTF-8 names.
+    request = urllib.request.Request(
+        metrics_url(port, "127.0.0.1"), headers={"Accept": PROM_ACCEPT}
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        text = reply.read().decode()
+        assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "\nlayerbus_test:colon_name 1.0\n" in text
