@@ -20,6 +20,14 @@ DROPPED = Counter(
     ["socket", "reason"],
 )
 
+# What each receiving socket drops: these series exist (at 0) from start-up, so a
+# dashboard or alert on them has data before the first drop.
+REASONS: dict[str, tuple[str, ...]] = {
+    "coordinator": ("malformed", "invalid", "step-result", "unauthenticated", "role", "identity"),
+    "stage-control": ("malformed",),
+    "stage-data": ("malformed", "invalid", "unauthorized", "stale"),
+}
+
 # One log line per (socket, reason) every this many seconds: a flood of bad
 # messages must not turn into a flood of log lines.
 LOG_EVERY_S = 5.0
@@ -36,6 +44,13 @@ def drop(socket: str, reason: str, detail: str) -> None:
     if now - _last_logged.get((socket, reason), -LOG_EVERY_S) >= LOG_EVERY_S:
         _last_logged[(socket, reason)] = now
         log.warning("dropped a message on %s (%s): %s", socket, reason, detail)
+
+
+def export_zeros(*sockets: str) -> None:
+    """Create the counters of these sockets' known reasons (REASONS) at 0."""
+    for socket in sockets:
+        for reason in REASONS[socket]:
+            DROPPED.labels(socket=socket, reason=reason)
 
 
 def count(socket: str, reason: str) -> float:

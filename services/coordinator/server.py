@@ -25,7 +25,7 @@ from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from services.coordinator.validation import generate_error
 from shared import codec, curve, wire
-from shared.dropped import drop
+from shared.dropped import drop, export_zeros
 from shared.engine_settings import EngineSettings, config_dtype, model_num_layers
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.settings import TransportSettings
@@ -61,6 +61,7 @@ class CoordinatorServer:
         port = serve_metrics(transport.metrics_port, transport.metrics_host, "coordinator")
         self.metrics_url = metrics_url(port, transport.metrics_host, settings.bind)
         metrics.register(lambda: metrics.view_of(self))
+        export_zeros("coordinator")
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.link = PipelineLink(self.ctx, transport)

@@ -31,7 +31,7 @@ from services.stage.plan_validation import (
 from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
 from shared import codec, curve, wire
-from shared.dropped import drop
+from shared.dropped import drop, export_zeros
 from shared.engine_settings import (
     EngineSettings,
     build_vllm_config,
@@ -116,6 +116,7 @@ class StageServer:
         self.limits: PlanLimits | None = None
         self.redialer: curve.Redialer | None = None
         self.metrics = StageMetrics(self.name, self.start, self.end)
+        export_zeros("stage-control", "stage-data")
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
         self.metrics_url = metrics_url(metrics_port, transport.metrics_host, self.address)
