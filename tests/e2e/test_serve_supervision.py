@@ -137,19 +137,26 @@ def test_killed_stage_is_restarted(served: Served) -> None:
 def test_requests_succeed_after_the_restart(served: Served) -> None:
     assert len(served.pids(VICTIM)) >= 2, "runs after test_killed_stage_is_restarted"
 
+    seen: list[str] = []
+
     def answers() -> bool:
         try:
             resp = chat(served.url)
-        except httpx.HTTPError:
+        except httpx.HTTPError as err:
+            seen.append(repr(err))
             return False
+        seen.append(f"{resp.status_code} {resp.text[:300]}")
         return (
             resp.status_code == 200 and "Paris" in resp.json()["choices"][0]["message"]["content"]
         )
 
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not answers():
+    # Bounded attempts: the restarted stage loads its layers and the chain is rebuilt.
+    for _ in range(90):
+        if answers():
+            break
         time.sleep(2)
-    assert answers()
+    else:
+        pytest.fail(f"no answer after the restart; last replies: {seen[-3:]}")
 
 
 def test_sigterm_stops_every_process(served: Served) -> None:
