@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
-.PHONY: install serve test test-deploy test-docker lint unit e2e bench clean
+.PHONY: install prometheus serve test test-deploy test-docker lint unit e2e bench clean
 
 install: $(STAMP)
 
@@ -39,7 +39,23 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
-test: install lint
+# The metrics tests scrape with a real Prometheus server (Debian's package; the tests
+# start their own on a free loopback port, never the package's service). Installed once
+# where this runs as root with apt-get; elsewhere those tests skip and say why.
+prometheus:
+	@test -x /usr/bin/prometheus || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "layerbus: apt-get install prometheus (for the metrics tests)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 \
+	         && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
+	    || echo "layerbus: apt-get install prometheus failed; the Prometheus tests will skip"; \
+	  else \
+	    echo "layerbus: no /usr/bin/prometheus and not root with apt-get; the Prometheus tests will skip"; \
+	  fi; }
+
+test: install lint prometheus
 	$(BIN)/layerbus prepare-model
 	$(BIN)/python -m pytest -q -rs tests
 

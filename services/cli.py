@@ -19,6 +19,8 @@ commands:
   prepare-model  convert the bundled default model once and print its folder
   keys generate DIR --name NAME   write DIR/NAME.key (public) and DIR/NAME.key_secret
   health       container health check: layerbus health URL|tcp://COORDINATOR [STAGE]
+  prometheus-targets GATEWAY_URL [FILE]   every service's metrics address, as Prometheus
+               file-based discovery JSON (from /status; LAYERBUS_API_KEY if it needs one)
 
 Every setting is also read from its LAYERBUS_* environment variable.
 `layerbus COMMAND --help` lists the settings of a command.
@@ -144,7 +146,7 @@ def _classes(command: str) -> list[type[BaseModel]]:
         from services.launcher import ServeSettings
 
         return [ServeSettings, EngineSettings]
-    if command in ("prepare-model", "keys", "health"):
+    if command in ("prepare-model", "keys", "health", "prometheus-targets"):
         return []
     raise SystemExit(f"layerbus: unknown command {command!r}\n\n{USAGE}")
 
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     if command == "keys":
         keys_command(rest)
         return
+    if command == "prometheus-targets":
+        from services.prometheus_targets import main as targets_main
+
+        sys.exit(targets_main(rest))
     classes = _classes(command)
     if command == "serve" and ("--help" in rest or "-h" in rest):
         print(serve_help())
@@ -193,10 +199,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(serve(rest))
     settings = build(classes, parse_flags(rest, boolean_fields(classes)))
     from shared.curve import InsecureBind, KeyFileError
+    from shared.metrics_endpoint import MetricsPortError
 
     try:
         _run(command, settings)
-    except (InsecureBind, KeyFileError) as err:
+    except (InsecureBind, KeyFileError, MetricsPortError) as err:
         raise SystemExit(f"layerbus {command}: {err}") from None
 
 

@@ -45,7 +45,8 @@ class ServeSettings(BaseSettings):
     metrics_port: int = Field(
         9100,
         ge=0,
-        description="first metrics port: coordinator, then each stage (0 = off; "
+        description="first metrics port: coordinator, then each stage, a taken one moving to "
+        "the next free (0 = off; "
         "used where the services have --metrics-port)",
     )
     kv_cache_gb: float = Field(0.5, gt=0, description="KV cache per stage, GiB")

@@ -2,7 +2,7 @@
 
 `layerbus_dropped_messages_total{socket,reason}` counts unknown, malformed,
 unauthorized, invalid and stale messages per receiving socket. Coordinator
-and stages expose it with --metrics-port (shared.settings.TransportSettings).
+and stages expose it on their metrics port (shared/metrics_endpoint.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 log = logging.getLogger("layerbus.dropped")
 
@@ -19,6 +19,14 @@ DROPPED = Counter(
     "Messages dropped by a receiver, by socket and reason",
     ["socket", "reason"],
 )
+
+# What each receiving socket drops: these series exist (at 0) from start-up, so a
+# dashboard or alert on them has data before the first drop.
+REASONS: dict[str, tuple[str, ...]] = {
+    "coordinator": ("malformed", "invalid", "step-result", "unauthenticated", "role", "identity"),
+    "stage-control": ("malformed",),
+    "stage-data": ("malformed", "invalid", "unauthorized", "stale"),
+}
 
 # One log line per (socket, reason) every this many seconds: a flood of bad
 # messages must not turn into a flood of log lines.
@@ -38,12 +46,13 @@ def drop(socket: str, reason: str, detail: str) -> None:
         log.warning("dropped a message on %s (%s): %s", socket, reason, detail)
 
 
+def export_zeros(*sockets: str) -> None:
+    """Create the counters of these sockets' known reasons (REASONS) at 0."""
+    for socket in sockets:
+        for reason in REASONS[socket]:
+            DROPPED.labels(socket=socket, reason=reason)
+
+
 def count(socket: str, reason: str) -> float:
     """Messages dropped so far on socket for reason (tests and status)."""
     return float(DROPPED.labels(socket=socket, reason=reason)._value.get())
-
-
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose this process's metrics on host:port (port 0 = not at all)."""
-    if port:
-        start_http_server(port, addr=host)

@@ -67,6 +67,11 @@ class EngineSettings(BaseSettings):
         return str(prepare_default_model())
 
 
+def config_dtype(config: Any) -> str:
+    """The dtype a built VllmConfig runs, as a flag value ("bfloat16", not "torch.bfloat16")."""
+    return str(config.model_config.dtype).removeprefix("torch.")
+
+
 def model_num_layers(model: str) -> int:
     """Number of decoder layers, read from the model folder's config.json."""
     import json

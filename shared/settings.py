@@ -29,7 +29,12 @@ class TransportSettings(BaseSettings):
     insecure: bool = Field(
         False, description="allow a plaintext socket on a non-loopback address (logs a warning)"
     )
-    metrics_port: int = Field(0, description="coordinator/stage Prometheus port (0 = none)")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        description="coordinator/stage Prometheus port (default: coordinator 9100, stage 9101; "
+        "a taken port moves to the next free one of the 15 after it; 0 = off)",
+    )
     metrics_host: str = Field(
         "127.0.0.1",
         description="address the metrics port listens on (0.0.0.0 for Prometheus on "

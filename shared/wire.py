@@ -131,6 +131,9 @@ class StageStatus(msgspec.Struct):
     busy_s: float = 0.0
     recent_step_ms: float = 0.0
     num_requests: int = 0
+    metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
+    dtype: str = ""
+    max_model_len: int = 0
 
 
 class Status(msgspec.Struct):
@@ -159,6 +162,8 @@ class Status(msgspec.Struct):
     recoveries: int = 0
     max_micro_batches: int = 0  # cap of the automatic raise (= micro_batches when fixed)
     round_trip_ms: float = 0.0  # smoothed send -> result time of one step
+    metrics: str = ""  # the coordinator's exporter URL ("" = metrics off)
+    dtype: str = ""
 
 
 # ------------------------------------------------------------------ stage side
@@ -182,6 +187,9 @@ class Register(msgspec.Struct):
     pid: int
     layers_loaded: list[int] = []
     other_parameters: list[str] = []
+    metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
+    dtype: str = ""  # what the stage's vLLM config runs (e.g. bfloat16)
+    max_model_len: int = 0
 
 
 class Configure(msgspec.Struct):

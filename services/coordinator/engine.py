@@ -134,6 +134,7 @@ class EngineHost:
         self.stopping = threading.Event()
         self.snapshot: dict[str, Any] = {}
         self.max_model_len = engine.max_model_len
+        self.vllm_config: Any = None  # set by start_engine
         self.core: Any = None
         self.coordinator_parameters = 0
         self.state = "starting"

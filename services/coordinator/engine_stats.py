@@ -59,8 +59,13 @@ class EngineStats:
         """A request left without a finish output (aborted, failed): not counted."""
         self.requests.pop(request_id, None)
 
-    def record(self, outputs: dict[int, Any]) -> None:
-        """One EngineCore step's outputs (client index -> EngineCoreOutputs)."""
+    def record(self, outputs: dict[int, Any] | None) -> None:
+        """One EngineCore step's outputs (client index -> EngineCoreOutputs).
+
+        None: a step that produced nothing (the batch queue was still filling).
+        """
+        if not outputs:
+            return
         try:
             self._record(outputs)
         except Exception:  # a metrics bug must never fail requests

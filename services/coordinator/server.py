@@ -25,8 +25,9 @@ from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from services.coordinator.validation import generate_error
 from shared import codec, curve, wire
-from shared.dropped import drop, serve_metrics
-from shared.engine_settings import EngineSettings, model_num_layers
+from shared.dropped import drop, export_zeros
+from shared.engine_settings import EngineSettings, config_dtype, model_num_layers
+from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
@@ -57,8 +58,10 @@ class CoordinatorServer:
             self.ctx, zmq.ROUTER, transport, curve=self.security.keys.server()
         )
         self.router.bind(settings.bind)
-        serve_metrics(transport.metrics_port, transport.metrics_host)
+        port = serve_metrics(transport.metrics_port, transport.metrics_host, "coordinator")
+        self.metrics_url = metrics_url(port, transport.metrics_host, settings.bind)
         metrics.register(lambda: metrics.view_of(self))
+        export_zeros("coordinator")
         self.outbox = self.ctx.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.link = PipelineLink(self.ctx, transport)
@@ -118,6 +121,9 @@ class CoordinatorServer:
                     busy_s=beat.busy_s,
                     recent_step_ms=beat.recent_step_ms,
                     num_requests=beat.num_requests,
+                    metrics=r.info.metrics,
+                    dtype=r.info.dtype,
+                    max_model_len=r.info.max_model_len,
                 )
             )
         ready = bool(
@@ -147,8 +153,16 @@ class CoordinatorServer:
             stages=stages,
             detail=detail,
             incarnation=self.incarnation,
+            metrics=self.metrics_url,
+            dtype=self.dtype(),
             **snap,
         )
+
+    def dtype(self) -> str:
+        """What the engine runs; before it starts, what the settings will give."""
+        if self.host is not None and self.host.vllm_config is not None:
+            return config_dtype(self.host.vllm_config)
+        return self.engine_settings.platform_choice().dtype
 
     # ------------------------------------------------------------ main loop
 

@@ -39,6 +39,7 @@ from services.gateway.sampling_defaults import load_sampling_defaults
 from services.gateway.settings import GatewaySettings
 from services.gateway.tokenization import Tokenizer
 from services.gateway.tools import load_tool_parser
+from shared.metrics_endpoint import metrics_url
 
 
 def _gateway(request: Request) -> Gateway:
@@ -114,9 +115,19 @@ async def status(request: Request) -> Response:
                 },
             },
             "stages": [msgspec.structs.asdict(stage) for stage in st.stages],
-            "gateway": {"running": controller.running, "queued": controller.queued},
+            "gateway": {
+                "running": controller.running,
+                "queued": controller.queued,
+                "metrics": metrics_url(_served_port(request), gw.settings.host),
+            },
         }
     )
+
+
+def _served_port(request: Request) -> int:
+    """The gateway's HTTP port: the setting, or the socket's when it was given one (port 0)."""
+    server = request.scope.get("server") or (None, 0)
+    return int(_gateway(request).settings.port or server[1] or 0)
 
 
 async def metrics(request: Request) -> Response:

@@ -31,11 +31,17 @@ from services.stage.plan_validation import (
 from services.stage.settings import StageSettings
 from services.stage.worker import StageWorker
 from shared import codec, curve, wire
-from shared.dropped import drop, serve_metrics
-from shared.engine_settings import EngineSettings, build_vllm_config, model_num_layers
+from shared.dropped import drop, export_zeros
+from shared.engine_settings import (
+    EngineSettings,
+    build_vllm_config,
+    config_dtype,
+    model_num_layers,
+)
 from shared.grammar_codec import grammar_output_from_mask
 from shared.kv_codec import decode_kv, encode_kv
 from shared.message_limits import activation_max_bytes
+from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.platform_defaults import detect_platform, select_device, stage_kv_cache_gb
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
@@ -63,6 +69,8 @@ class StageServer:
         # Security first: a stage that may not start must not load a model first.
         self.keys = curve.ServiceKeys.load(transport.secret_key, transport.coordinator_key, True)
         curve.check_bind(stage.bind, self.keys.enabled, transport.insecure, "stage (--bind)")
+        # Before loading the model: a port setting that cannot work fails at once.
+        metrics_port = serve_metrics(transport.metrics_port, transport.metrics_host, "stage")
         model = engine.resolved_model()
         self.num_layers = model_num_layers(model)
         self.start, self.end = parse_layers(stage.layers, self.num_layers)
@@ -107,10 +115,13 @@ class StageServer:
         self.data.bind(stage.bind)
         self.limits: PlanLimits | None = None
         self.redialer: curve.Redialer | None = None
-        serve_metrics(transport.metrics_port, transport.metrics_host)
         self.metrics = StageMetrics(self.name, self.start, self.end)
+        export_zeros("stage-control", "stage-data")
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
+        self.metrics_url = metrics_url(metrics_port, transport.metrics_host, self.address)
+        self.dtype = config_dtype(config)
+        self.max_model_len = config.model_config.max_model_len
         self.control = make_socket(
             self.ctx,
             zmq.DEALER,
@@ -152,6 +163,9 @@ class StageServer:
             pid=os.getpid(),
             layers_loaded=layers_loaded,
             other_parameters=other_parameters,
+            metrics=self.metrics_url,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
         )
 
     def serve_forever(self) -> None:

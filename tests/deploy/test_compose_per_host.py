@@ -31,6 +31,8 @@ def test_head_and_two_stage_hosts_serve_a_completion() -> None:
             "LAYERBUS_COORDINATOR_PORT": str(coordinator),
             "LAYERBUS_COORDINATOR_METRICS_PORT": str(free_port()),
             "LAYERBUS_GATEWAY_PORT": str(gateway),
+            # One test machine, no keys: plaintext on the published ports, on purpose.
+            "LAYERBUS_INSECURE": "true",
         },
     )
     stages = [
@@ -41,6 +43,7 @@ def test_head_and_two_stage_hosts_serve_a_completion() -> None:
                 "LAYERBUS_STAGE_LAYERS": layers,
                 # Each project has its own network: peers meet only at published ports.
                 "LAYERBUS_STAGE_HOST": "host.docker.internal",
+                "LAYERBUS_INSECURE": "true",
                 "LAYERBUS_STAGE_PORT": str(free_port()),
                 "LAYERBUS_STAGE_METRICS_PORT": str(free_port()),
                 "LAYERBUS_STAGE_COORDINATOR": f"tcp://host.docker.internal:{coordinator}",

@@ -1,19 +1,29 @@
 """Issue 9 (metrics): coordinator and stages export vLLM's and layerbus's metrics.
 
 One cluster (two stages, each service with --metrics-port); a few completions
-through the gateway, then /metrics of the coordinator and of each stage.
+through the gateway, then /metrics of the coordinator and of each stage. Then a
+real Prometheus server, its targets taken from /status, scrapes every service
+(acceptance 1) and has every metric the dashboards query (acceptance 2).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.dashboards import (
+    VLLM_DASHBOARD,
+    VLLM_EXCLUDED,
+    base_names,
+    layerbus_dashboard_metrics,
+)
+from tests.e2e.prometheus import Prometheus, prometheus_binary, write_targets
 
 pytestmark = pytest.mark.e2e
 
@@ -143,3 +153,109 @@ def test_each_stage_exports_its_step_metrics(
         assert bytes_in > usage["prompt_tokens"] * 576 * 2
     if end < 30:
         assert bytes_out > usage["prompt_tokens"] * 576 * 2
+
+
+def test_status_lists_the_metrics_url_dtype_and_max_model_len_of_every_service(
+    metered: Metered,
+) -> None:
+    status = httpx.get(f"{metered.cluster.url}/status", timeout=10).json()
+    port = metered.ports["coordinator"]
+    assert status["coordinator"]["metrics"] == f"http://127.0.0.1:{port}/metrics"
+    assert status["gateway"]["metrics"] == f"{metered.cluster.url}/metrics"
+    listed = {s["name"]: s["metrics"] for s in status["stages"]}
+    assert listed == {
+        name: f"http://127.0.0.1:{port}/metrics"
+        for name, port in metered.ports.items()
+        if name != "coordinator"
+    }
+    # The engine shape each process actually runs (the CPU default is float32).
+    assert status["coordinator"]["dtype"] == "float32"
+    assert {(s["dtype"], s["max_model_len"]) for s in status["stages"]} == {("float32", 2048)}
+
+
+# ------------------------------------------------ a real Prometheus server (issue 9, 1 and 2)
+
+
+@pytest.fixture(scope="module")
+def prometheus(metered: Metered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Debian's prometheus scraping the services /status lists, every second."""
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip("no prometheus binary: `make test` installs Debian's `prometheus` package")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    targets = workdir / "targets.json"
+    entries = write_targets(metered.cluster.url, targets)
+    assert sorted(e["labels"]["service"] for e in entries) == [
+        "coordinator",
+        "gateway",
+        "stage",
+        "stage",
+    ]
+    server = Prometheus.start(binary, workdir, targets)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scrape_health(prom: Prometheus) -> dict[str, str]:
+    """Target address -> health ("up", "down", "unknown") of every active target."""
+    targets = prom.api("targets", state="active")["activeTargets"]
+    return {t["scrapeUrl"]: t["health"] for t in targets}
+
+
+def test_prometheus_scrapes_every_service(metered: Metered, prometheus: Prometheus) -> None:
+    status = httpx.get(f"{metered.cluster.url}/status", timeout=10).json()
+    wanted = {status["gateway"]["metrics"], status["coordinator"]["metrics"]}
+    wanted |= {s["metrics"] for s in status["stages"]}
+    assert len(wanted) == 4
+
+    def all_up() -> dict[str, str] | None:
+        health = scrape_health(prometheus)
+        return health if set(health) == wanted and set(health.values()) == {"up"} else None
+
+    prometheus.poll("every service scraped and up", 120, all_up)
+
+
+def test_promql_answers_request_rate_ttft_kv_usage_and_stage_step_time(
+    metered: Metered, prometheus: Prometheus
+) -> None:
+    # Requests after Prometheus has scraped everything once, so rates see them.
+    test_prometheus_scrapes_every_service(metered, prometheus)
+    for prompt in ["Name three rivers.", "Count to five:", "Hello"]:
+        body = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
+        reply = httpx.post(f"{metered.cluster.url}/v1/completions", json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+
+    def positive(expr: str, series: int = 1) -> Any:
+        def check() -> list[dict[str, Any]] | None:
+            result = prometheus.query(expr)
+            values = [float(r["value"][1]) for r in result]
+            good = len(result) == series and all(v > 0 and v < float("inf") for v in values)
+            return result if good else None
+
+        return prometheus.poll(expr, 120, check)
+
+    positive("sum(rate(vllm:request_success_total[1m]))")
+    positive("sum(rate(layerbus_gateway_requests_total[1m]))")
+    positive(
+        "histogram_quantile(0.5, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))"
+    )
+    kv = prometheus.query("vllm:kv_cache_usage_perc")
+    assert len(kv) == 1 and 0 <= float(kv[0]["value"][1]) <= 1, kv
+    # The model_name label vLLM's own dashboard selects on.
+    assert kv[0]["metric"].get("model_name"), kv
+    steps = positive(
+        "sum by (stage) (rate(layerbus_stage_forward_seconds_sum[1m]))"
+        " / sum by (stage) (rate(layerbus_stage_forward_seconds_count[1m]))",
+        series=len(LAYERS),
+    )
+    assert {r["metric"]["stage"] for r in steps} == {f"stage-{a}-{b}" for a, b in LAYERS}
+
+
+def test_every_dashboard_metric_is_scraped(metered: Metered, prometheus: Prometheus) -> None:
+    test_prometheus_scrapes_every_service(metered, prometheus)
+    scraped = base_names(set(prometheus.api("label/__name__/values")))
+    assert layerbus_dashboard_metrics() - scraped == set()
+    assert set(VLLM_EXCLUDED) <= VLLM_DASHBOARD
+    assert (VLLM_DASHBOARD - set(VLLM_EXCLUDED)) - scraped == set()

@@ -123,3 +123,28 @@ def test_keys_generate_writes_a_pair(tmp_path: Path, capsys: pytest.CaptureFixtu
         cli.main(["keys", "generate", str(tmp_path), "--name", "stage-a"])
     with pytest.raises(SystemExit, match="usage"):
         cli.main(["keys", "generate", str(tmp_path)])
+
+
+def test_metrics_port_defaults_to_on_and_help_says_where(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shared.settings import TransportSettings
+
+    assert TransportSettings().metrics_port is None  # the service's default port, not off
+    cli.main(["stage", "--help"])
+    assert "coordinator 9100, stage 9101" in capsys.readouterr().out
+
+
+def test_prometheus_targets_without_a_gateway_prints_usage() -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["prometheus-targets"])
+    assert stopped.value.code == 2
+
+
+def test_prometheus_targets_names_an_unreachable_gateway(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["prometheus-targets", "http://127.0.0.1:9/"])
+    assert stopped.value.code == 1
+    assert "no /status from http://127.0.0.1:9/" in capsys.readouterr().err

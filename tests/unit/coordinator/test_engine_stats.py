@@ -84,3 +84,10 @@ def test_a_logger_error_never_escapes() -> None:
     logger.record = None  # type: ignore[assignment, method-assign]
     stats.record({0: EngineCoreOutputs(outputs=[output("r1", [1])])})
     assert stats.failed
+
+
+def test_a_step_without_outputs_records_nothing_and_is_no_error() -> None:
+    stats, logger = stats_with()
+    stats.record(None)
+    stats.record({})
+    assert logger.records == [] and not stats.failed

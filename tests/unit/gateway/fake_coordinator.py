@@ -165,9 +165,12 @@ class FakeCoordinator:
 
     def _status(self, nonce: int) -> wire.Status:
         stages = [
-            wire.StageStatus("stage-0", "tcp://10.0.0.1:6000", 0, 15, "ready", 0.2),
+            wire.StageStatus(
+                "stage-0", "tcp://10.0.0.1:6000", 0, 15, "ready", 0.2,
+                metrics="http://10.0.0.1:9101/metrics", dtype="bfloat16", max_model_len=1024,
+            ),
             wire.StageStatus("stage-1", "tcp://10.0.0.2:6000", 15, 30, "ready", 0.4),
-        ]
+        ]  # fmt: skip
         return wire.Status(
             nonce=nonce,
             ready=self.ready,
@@ -178,6 +181,8 @@ class FakeCoordinator:
             num_total_blocks=100,
             num_free_blocks=90,
             detail=self.detail,
+            metrics="http://10.0.0.9:9100/metrics",
+            dtype="bfloat16",
         )
 
     def _send(self, identity: bytes, msg: wire.Outputs | wire.Status) -> None:

@@ -76,6 +76,21 @@ def test_status_reports_stages_and_layer_ranges(http: httpx.Client) -> None:
     ]
 
 
+def test_status_lists_every_metrics_url_dtype_and_max_model_len(http: httpx.Client) -> None:
+    body = http.get("/status").json()
+    assert body["coordinator"]["metrics"] == "http://10.0.0.9:9100/metrics"
+    assert body["coordinator"]["dtype"] == "bfloat16"
+    first, second = body["stages"]
+    assert (first["metrics"], first["dtype"], first["max_model_len"]) == (
+        "http://10.0.0.1:9101/metrics",
+        "bfloat16",
+        1024,
+    )
+    assert (second["metrics"], second["dtype"], second["max_model_len"]) == ("", "", 0)
+    # The gateway serves its own metrics on its HTTP port.
+    assert body["gateway"]["metrics"] == f"{str(http.base_url).rstrip('/')}/metrics"
+
+
 def test_models_lists_the_served_model(http: httpx.Client) -> None:
     body = http.get("/v1/models").json()
     assert body["object"] == "list"
