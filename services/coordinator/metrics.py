@@ -43,6 +43,7 @@ class PipelineView:
     generation: int
     recoveries: int
     stages: dict[tuple[str, str], int]
+    micro_batches: int = 0  # M now (it grows while serving unless fixed)
 
 
 class CoordinatorCollector(Collector):
@@ -71,6 +72,11 @@ class CoordinatorCollector(Collector):
             "layerbus_coordinator_batches_in_flight",
             "Steps carrying tokens that are in the chain now (micro-batches in flight)",
             value=v.batches_in_flight,
+        )
+        yield GaugeMetricFamily(
+            "layerbus_coordinator_micro_batches",
+            "Micro-batches taking turns through the chain now (M; raised on slow links)",
+            value=v.micro_batches,
         )
         yield GaugeMetricFamily(
             "layerbus_coordinator_chain_generation",
@@ -119,4 +125,5 @@ def view_of(server: Any) -> PipelineView:
         generation=link.generation if host is not None else 0,
         recoveries=host.recoveries if host is not None else 0,
         stages=stage_counts((r.state, id(r) in chain) for r in records),
+        micro_batches=host.micro_batches if host is not None else 0,
     )

@@ -37,6 +37,7 @@ def test_collector_renders_the_view_at_scrape_time() -> None:
             generation=7,
             recoveries=1,
             stages=stage_counts([("configured", True)]),
+            micro_batches=3,
         )
 
     register(view, registry)
@@ -46,6 +47,7 @@ def test_collector_renders_the_view_at_scrape_time() -> None:
     assert "layerbus_coordinator_empty_steps_total 1.0" in text
     assert "layerbus_coordinator_batches_in_flight 2.0" in text
     assert "layerbus_coordinator_chain_generation 7.0" in text
+    assert "layerbus_coordinator_micro_batches 3.0" in text
     assert "layerbus_coordinator_recoveries_total 1.0" in text
     assert 'layerbus_coordinator_stages{role="active",state="configured"} 1.0' in text
 
