@@ -230,7 +230,10 @@ def serve(
         launcher.stopping = True
         raise KeyboardInterrupt
 
+    # SIGINT explicitly too: a shell starting us in the background (`cmd &` without job
+    # control) leaves SIGINT ignored, and Ctrl-C / `kill -INT` must still stop everything.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         _say("preparing the model")
         model = engine.resolved_model()
