@@ -98,13 +98,20 @@ class PipelineLink:
         timeout: float,
         live_request_ids: list[str] | None = None,
     ) -> None:
-        """Send each stage its KV cache config and wait until all have allocated it."""
+        """Send each stage its KV cache config and wait until it has allocated it.
+
+        Last stage first, one at a time: a stage learns in its Configure which key
+        its upstream neighbour dials with (CURVE), so it must know it before that
+        neighbour, configured next, connects; a refused handshake would lose the
+        first activations sent over it.
+        """
         from shared.kv_codec import encode_kv
 
         assert self.send_to_stage is not None
         self.kv_layout = layout
-        waits = []
-        for index, (record, config) in enumerate(zip(self.chain, configs, strict=True)):
+        deadline = time.monotonic() + timeout
+        stages = list(enumerate(zip(self.chain, configs, strict=True)))
+        for index, (record, config) in reversed(stages):
             self.kv_configs[record.layers] = config
             future: Future[wire.Configured] = Future()
             with self._lock:
@@ -120,9 +127,6 @@ class PipelineLink:
                 live_request_ids=list(live_request_ids or []),
             )
             self.send_to_stage(record.identity, msg)
-            waits.append((record, future))
-        deadline = time.monotonic() + timeout
-        for record, future in waits:
             try:
                 reply = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
