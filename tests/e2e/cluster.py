@@ -16,6 +16,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM a child's process group; SIGKILL it if it outlives `timeout`."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
