@@ -115,15 +115,16 @@ class EngineHost:
         self.send = send
         self.configure_timeout_s = configure_timeout_s
         self.recovery_timeout_s = recovery_timeout_s
-        # A fixed M when set; else one per stage, raised while serving up to the cap.
-        self.micro_batches = micro_batches or len(link.chain)
-        self.max_micro_batches = (
-            micro_batches
-            if micro_batches
-            else max(self.micro_batches, max_micro_batches or 4 * len(link.chain))
-        )
-        if len(link.chain) == 1 and not max_micro_batches:
-            self.max_micro_batches = self.micro_batches  # one stage: nothing to overlap
+        # A fixed M when set; else one per stage, raised while serving up to the cap
+        # (default 4 per stage; a single stage has nothing to overlap).
+        stages = len(link.chain)
+        self.micro_batches = micro_batches or stages
+        if micro_batches:
+            self.max_micro_batches = micro_batches
+        elif max_micro_batches:
+            self.max_micro_batches = max(stages, max_micro_batches)
+        else:
+            self.max_micro_batches = 4 * stages if stages > 1 else 1
         self._window_start = 0.0
         self._window_beats: dict[str, tuple[float, float]] = {}
         self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
@@ -484,7 +485,7 @@ class EngineHost:
             "empty_steps": self.link.empty_steps_sent,
             "micro_batches": self.micro_batches,
             "max_micro_batches": self.max_micro_batches,
-            "round_trip_ms": round(self.link.round_trip_ms.value, 3),
+            "round_trip_ms": round(self.link.round_trip_ms, 3),
             "micro_batch_sizes": sched.micro_batch_sizes(),
             "generation": self.link.generation,
             "recoveries": self.recoveries,

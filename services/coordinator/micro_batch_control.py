@@ -73,21 +73,3 @@ class TimeAverage:
         average = self._area / span if span > 0 else self.level
         self._area, self._start = 0.0, now
         return average
-
-
-class Smoothed:
-    """Exponentially weighted average of a timing; one thread (the caller's) owns it."""
-
-    def __init__(self, weight: float = 0.2) -> None:
-        if not 0 < weight <= 1:
-            raise ValueError(f"smoothing weight must be in (0, 1], got {weight}")
-        self.weight = weight
-        self.value = 0.0
-        self.samples = 0
-
-    def add(self, sample: float) -> None:
-        if self.samples == 0:
-            self.value = sample
-        else:
-            self.value = (1 - self.weight) * self.value + self.weight * sample
-        self.samples += 1

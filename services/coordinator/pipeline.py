@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from services.coordinator.micro_batch_control import Smoothed, TimeAverage
+from services.coordinator.micro_batch_control import TimeAverage
 from shared import codec, wire
 from shared.curve import CurveOptions
 from shared.settings import TransportSettings
@@ -66,8 +66,8 @@ class PipelineLink:
         self.wants_chain = False
         self._offer: list[Any] | None = None
         self.max_in_flight = 0
-        # Smoothed send -> result time of steps with tokens (written by the I/O thread).
-        self.round_trip_ms = Smoothed()
+        # Send -> result time of steps with tokens, smoothed (written by the I/O thread).
+        self.round_trip_ms = 0.0
         # Micro-batches (steps with tokens) in flight, averaged over time (under the lock).
         self._in_flight_level = TimeAverage(time.monotonic())
         self.steps_sent = 0
@@ -164,7 +164,7 @@ class PipelineLink:
             self._next_step += 1
             tokens = plan.total_num_scheduled_tokens
             self._pending[step_id] = _Pending(future, time.monotonic(), tokens)
-            busy = sum(1 for p in self._pending.values() if p.tokens > 0)
+            busy = self._busy()
             self.max_in_flight = max(self.max_in_flight, busy)
             self._in_flight_level.set(busy, time.monotonic())
             generation = self.generation
@@ -184,8 +184,11 @@ class PipelineLink:
     def in_flight(self) -> tuple[int, int]:
         """(steps in flight, of which carry tokens)."""
         with self._lock:
-            busy = sum(1 for p in self._pending.values() if p.tokens > 0)
-            return len(self._pending), busy
+            return len(self._pending), self._busy()
+
+    def _busy(self) -> int:
+        """Steps carrying tokens in flight (caller holds the lock)."""
+        return sum(1 for p in self._pending.values() if p.tokens > 0)
 
     def take_in_flight_average(self) -> float:
         """Micro-batches in flight, averaged over time since the last call (any thread)."""
@@ -222,8 +225,7 @@ class PipelineLink:
                 return False
             pending = self._pending.pop(result.step_id, None)
             if pending is not None and pending.tokens > 0:
-                busy = sum(1 for p in self._pending.values() if p.tokens > 0)
-                self._in_flight_level.set(busy, time.monotonic())
+                self._in_flight_level.set(self._busy(), time.monotonic())
         if pending is None:
             return False
         if result.error:
@@ -232,7 +234,9 @@ class PipelineLink:
             pending.future.set_exception(PipelineFailed(result.error))
         else:
             if pending.tokens > 0:
-                self.round_trip_ms.add((time.monotonic() - pending.sent_at) * 1000)
+                sample = (time.monotonic() - pending.sent_at) * 1000
+                previous = self.round_trip_ms
+                self.round_trip_ms = sample if not previous else 0.8 * previous + 0.2 * sample
             pending.future.set_result(result)
         return True
 

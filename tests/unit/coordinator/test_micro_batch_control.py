@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.coordinator.micro_batch_control import (
-    Measure,
-    Smoothed,
-    TimeAverage,
-    wanted_micro_batches,
-)
+from services.coordinator.micro_batch_control import Measure, TimeAverage, wanted_micro_batches
 
 
 def test_lan_keeps_m_while_the_busiest_stage_is_busy() -> None:
@@ -45,14 +40,3 @@ def test_time_average_weights_levels_by_duration() -> None:
     assert avg.take(now=5.0) == pytest.approx((0 * 1 + 2 * 3 + 1 * 1) / 5)
     # A new window starts at the take, at the level reached.
     assert avg.take(now=7.0) == pytest.approx(1.0)
-
-
-def test_smoothed_starts_at_first_sample_then_averages() -> None:
-    s = Smoothed(0.5)
-    s.add(100.0)
-    assert s.value == 100.0
-    s.add(200.0)
-    assert s.value == 150.0
-    assert s.samples == 2
-    with pytest.raises(ValueError, match="weight"):
-        Smoothed(0.0)
