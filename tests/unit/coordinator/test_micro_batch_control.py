@@ -12,9 +12,17 @@ def test_lan_keeps_m_while_the_busiest_stage_is_busy() -> None:
     assert wanted_micro_batches(2, 8, Measure(1.9, 0.92, 64)) == 2
 
 
-def test_slow_links_raise_m_by_one() -> None:
-    # All four in flight, yet the stages wait for steps on the wire 40% of the time.
-    assert wanted_micro_batches(4, 8, Measure(3.9, 0.6, 128)) == 5
+def test_slow_links_raise_m_in_proportion_to_the_idle_share() -> None:
+    # All four in flight, yet the stages wait for steps on the wire 40% of the time:
+    # 4 x 0.95 / 0.6 = 6.3, so 7 micro-batches should keep the busiest stage busy.
+    assert wanted_micro_batches(4, 8, Measure(3.9, 0.6, 128)) == 7
+    # Behind 100 ms links at the start of a load: 2 x 0.95 / 0.33 = 5.8.
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.33, 128)) == 6
+
+
+def test_a_nearly_busy_stage_still_gets_one_more() -> None:
+    # 0.95 / 0.84 rounds up to the current M: the raise is at least one.
+    assert wanted_micro_batches(6, 8, Measure(6.0, 0.84, 128)) == 7
 
 
 def test_a_slow_coordinator_does_not_raise_m() -> None:
@@ -27,6 +35,9 @@ def test_cap_and_too_few_requests_stop_the_raise() -> None:
     # Two requests per micro-batch at least: 5 running cannot feed 3.
     assert wanted_micro_batches(2, 8, Measure(2.0, 0.3, 5)) == 2
     assert wanted_micro_batches(2, 8, Measure(2.0, 0.3, 6)) == 3
+    # The proportional raise is bounded by the cap and by running / 2.
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.1, 128)) == 8
+    assert wanted_micro_batches(2, 8, Measure(2.0, 0.1, 10)) == 5
 
 
 def test_no_heartbeat_in_the_window_keeps_m() -> None:
