@@ -42,6 +42,23 @@ def _pin(cores: set[int] | None) -> Callable[[], None] | None:
     return pin
 
 
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU seconds of the live processes in `session` (Linux /proc)."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # After "(comm)": state, ppid, pgrp, session, ..., utime (12th), stime (13th).
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[3]) == session:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Children:
     """Named child processes, each in its own session with its own log; used by one thread."""
@@ -100,6 +117,10 @@ class Children:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"{url} not ready in {timeout:.0f} s:\n{self.tail(blame)}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each child with its own children (its session)."""
+        return {name: session_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
 
     def tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"

@@ -167,6 +167,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         header = ["one-way delay ms", "micro-batches", *metric_header, "vs vllm", "vs M=1"]
         lines += _table(header, rows)
+    lines += cpu_lines(runs)
     failed = [r for r in runs if r["metrics"].get("failed")]
     if failed:
         lines += [
@@ -175,6 +176,28 @@ def markdown(results: dict[str, Any]) -> str:
             + ", ".join(f"{r['name']}: {r['metrics']['failed']}" for r in failed),
         ]
     return "\n".join(lines) + "\n"
+
+
+def cpu_lines(runs: list[Run]) -> list[str]:
+    """Where the cores went: each process's CPU seconds during each load, as a share of it."""
+    rows = []
+    for run in runs:
+        cpu, duration = run.get("cpu_s"), run["metrics"].get("duration")
+        if not cpu or not duration:
+            continue
+        shares = ", ".join(f"{name} {seconds / duration:.2f}" for name, seconds in cpu.items())
+        rows.append([run["name"], _fmt(duration), _fmt(sum(cpu.values()) / duration, 2), shares])
+    if not rows:
+        return []
+    return [
+        "",
+        "## CPU use during each load",
+        "",
+        "Cores busy on average (CPU seconds / load duration), in all and per process with its "
+        "children; the load generator is not counted.",
+        "",
+        *_table(["load", "duration s", "cores busy", "per process"], rows),
+    ]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -155,6 +155,7 @@ class Bench:
         )
         print(f"serve_bench: {name}: {load.num_prompts} requests", flush=True)
         load_before = os.getloadavg()[0]
+        cpu_before = started.children.cpu_seconds()
         metrics = run_load(
             load,
             started.url,
@@ -163,6 +164,7 @@ class Bench:
             self.out / "raw",
             name,
         )
+        cpu_after = started.children.cpu_seconds()
         started.children.check_alive()
         run = {
             "name": name,
@@ -174,6 +176,10 @@ class Bench:
             "metrics": metrics,
             # 1-minute load averages: other work on the machine skews the figures.
             "load_average": [load_before, os.getloadavg()[0]],
+            # CPU seconds each process (with its children) spent during the load.
+            "cpu_s": {
+                name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
+            },
             "status": _status(started.url) if system == "layerbus" else None,
         }
         self.results["runs"].append(run)

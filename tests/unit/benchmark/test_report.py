@@ -93,3 +93,15 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     path = tmp_path / "bench.png"
     report.plot({"settings": SETTINGS, "runs": RUNS}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_shows_where_the_cores_went() -> None:
+    run = _run("layerbus", 128, 600.0)
+    run["metrics"]["duration"] = 100.0
+    run["cpu_s"] = {"coordinator": 30.0, "stage-0-15": 95.0}
+    text = report.markdown({"settings": SETTINGS, "runs": [run]})
+    assert "| layerbus-0.0-None-128 | 100.0 | 1.25 | coordinator 0.30, stage-0-15 0.95 |" in text
+
+
+def test_runs_without_cpu_figures_leave_the_cpu_table_out() -> None:
+    assert "CPU use" not in report.markdown({"settings": SETTINGS, "runs": RUNS})
