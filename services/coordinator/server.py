@@ -59,7 +59,9 @@ class CoordinatorServer:
         )
         self.router.bind(settings.bind)
         port = serve_metrics(transport.metrics_port, transport.metrics_host, "coordinator")
-        self.metrics_url = metrics_url(port, transport.metrics_host, settings.bind)
+        self.metrics_url = metrics_url(
+            port, transport.metrics_host, settings.bind, transport.metrics_advertise
+        )
         metrics.register(lambda: metrics.view_of(self))
         export_zeros("coordinator")
         self.outbox = self.ctx.socket(zmq.PULL)
