@@ -137,9 +137,11 @@ class CoordinatorClient:
     async def close(self) -> None:
         """Fail what is in flight, stop the tasks and close the socket."""
         self._fail_all("the gateway is shutting down")
-        for task in self._tasks:
+        refresh = self._refresh
+        tasks = self._tasks + ([refresh] if refresh is not None and not refresh.done() else [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._sock is not None:
@@ -218,6 +220,8 @@ class CoordinatorClient:
             return status
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(self.query_status(), name="coordinator-refresh")
+            # Retrieved here too, in case every caller was cancelled (client gone) first.
+            self._refresh.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             status = await asyncio.shield(self._refresh)
         except (TimeoutError, CoordinatorUnavailable):
