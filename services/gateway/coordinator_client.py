@@ -290,7 +290,7 @@ class CoordinatorClient:
         if previous is not None and previous != msg.incarnation:
             log.warning(
                 "the coordinator restarted (incarnation %s -> %s); failing %d requests "
-                "the old one held and %d it received and lost",
+                "the old one held and %d it never acknowledged",
                 previous,
                 msg.incarnation,
                 len(held),
@@ -304,6 +304,10 @@ class CoordinatorClient:
             stream = self._routes.get(item.request_id)
             if stream is not None:
                 stream.queue.put_nowait(item)
+                if item.finish_reason is not None:
+                    # Finished: a restart seen before the stream reads this must not
+                    # queue a second, contradicting end for it.
+                    self.unroute(item.request_id)
 
     def _fail_all(self, reason: str) -> None:
         self._fail(list(self._routes), reason)

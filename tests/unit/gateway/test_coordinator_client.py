@@ -256,3 +256,25 @@ def test_a_not_ready_answer_is_asked_again_before_a_request_is_refused(
         client_for(fake.address, status_interval_s=60), body
     )
     assert still_not_ready and now_ready and queries == 1
+
+
+def test_a_finished_request_not_yet_read_gets_no_second_end_from_a_restart(
+    fake: FakeCoordinator,
+) -> None:
+    fake.reply_tokens = [5, 6]
+
+    async def body(client: CoordinatorClient) -> tuple[list[wire.RequestOutput], int]:
+        await client.query_status()
+        stream = client.generate([generate("done")])
+        for _ in range(1000):  # bounded: until both outputs are queued, unread
+            if stream.queue.qsize() == 2:
+                break
+            await asyncio.sleep(0.01)
+        fake.incarnation = "fake-2"
+        await client.query_status()
+        outs = [await stream.get(), await stream.get()]
+        return outs, stream.queue.qsize()
+
+    outs, left = run_with(client_for(fake.address, status_interval_s=60), body)
+    assert [(o.token_ids, o.finish_reason) for o in outs] == [([5], None), ([6], "stop")]
+    assert left == 0
