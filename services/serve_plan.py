@@ -16,12 +16,23 @@ from pydantic import BaseModel, ValidationError
 CHILD_COMMANDS = ("coordinator", "stage", "gateway")
 
 # Settings the launcher sets itself for each child: never forwarded.
+# --metrics-advertise names one process's scrape address, so one value for all is wrong.
 LAUNCHER_OWNED: dict[str, frozenset[str]] = {
-    "coordinator": frozenset({"bind", "model", "metrics_port"}),
+    "coordinator": frozenset({"bind", "model", "metrics_port", "metrics_advertise"}),
     "stage": frozenset(
-        {"layers", "coordinator", "bind", "advertise", "name", "threads", "model", "metrics_port"}
+        {
+            "layers",
+            "coordinator",
+            "bind",
+            "advertise",
+            "name",
+            "threads",
+            "model",
+            "metrics_port",
+            "metrics_advertise",
+        }
     ),
-    "gateway": frozenset({"host", "port", "coordinator", "model"}),
+    "gateway": frozenset({"host", "port", "coordinator", "model", "metrics_advertise"}),
 }
 
 # Values that let a child's settings class validate forwarded flags on their own.

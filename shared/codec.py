@@ -16,6 +16,7 @@ _TAGS: dict[type[msgspec.Struct], bytes] = {
     wire.StatusQuery: b"\x03",
     wire.Outputs: b"\x10",
     wire.Status: b"\x11",
+    wire.Accepted: b"\x12",
     wire.Register: b"\x20",
     wire.Configure: b"\x21",
     wire.Configured: b"\x22",

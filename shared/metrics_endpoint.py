@@ -3,7 +3,8 @@
 Metrics are on by default: the coordinator on 9100, a stage on 9101. Several
 stages often share a host, so a taken port is not an error: the exporter takes
 the next free one of `FALLBACK_PORTS` ports and logs which port was taken;
-/status then lists the URL actually served (`metrics`). Only when every port
+/status then lists the URL actually served (`metrics`), or the one
+`--metrics-advertise` names (a NAT or a container's published port). Only when every port
 of that range is taken does a service give up: with the default it runs
 without metrics and says so, with an explicit `--metrics-port` it refuses to
 start (the error names the setting).
@@ -144,11 +145,47 @@ def scrape_host(metrics_host: str, advertised: str = "") -> str:
     return socket.gethostname()
 
 
-def metrics_url(port: int, metrics_host: str, advertised: str = "") -> str:
-    """http://HOST:PORT/metrics for a serving exporter, "" when metrics are off."""
+class AdvertiseError(ValueError):
+    """A --metrics-advertise value that is not HOST or HOST:PORT."""
+
+
+def parse_advertise(value: str) -> tuple[str, int | None]:
+    """'HOST', 'HOST:PORT', '[V6]' or '[V6]:PORT' -> (host, port or None).
+
+    Raises AdvertiseError naming the setting for anything else (a URL, a bare IPv6
+    address with a port ambiguity, a port outside 1-65535, a wildcard host).
+    """
+    why = "give HOST or HOST:PORT (an IPv6 address in brackets)"
+    if "/" in value or "@" in value or (value.count(":") > 1 and not value.startswith("[")):
+        raise AdvertiseError(f"--metrics-advertise (LAYERBUS_METRICS_ADVERTISE) {value!r}: {why}")
+    try:
+        parts = urlsplit(f"//{value}")
+        host, port = parts.hostname or "", parts.port
+    except ValueError as err:
+        raise AdvertiseError(
+            f"--metrics-advertise (LAYERBUS_METRICS_ADVERTISE) {value!r}: {err}; {why}"
+        ) from None
+    if host in WILDCARDS or port == 0:
+        raise AdvertiseError(
+            f"--metrics-advertise (LAYERBUS_METRICS_ADVERTISE) {value!r}: "
+            "name the host and port Prometheus reaches, not a wildcard or port 0"
+        )
+    return host, port
+
+
+def metrics_url(port: int, metrics_host: str, advertised: str = "", override: str = "") -> str:
+    """http://HOST:PORT/metrics for a serving exporter, "" when metrics are off.
+
+    override (--metrics-advertise) is HOST or HOST:PORT and wins over both the
+    scrape host and the bound port; without it see scrape_host.
+    """
     if not port:
         return ""
-    host = scrape_host(metrics_host, advertised)
+    if override:
+        host, advertised_port = parse_advertise(override)
+        port = advertised_port or port
+    else:
+        host = scrape_host(metrics_host, advertised)
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     return f"http://{host}:{port}/metrics"

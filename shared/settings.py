@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,3 +40,18 @@ class TransportSettings(BaseSettings):
         description="address the metrics port listens on (0.0.0.0 for Prometheus on "
         "another host or container; the metrics carry no prompt text)",
     )
+    metrics_advertise: str = Field(
+        "",
+        description="HOST or HOST:PORT Prometheus scrapes this service's metrics at, as /status "
+        "lists it (behind NAT or a container's published port); default: --metrics-host, or "
+        "when that is a wildcard the host of the bound/advertised address, else the host name",
+    )
+
+    @field_validator("metrics_advertise")
+    @classmethod
+    def _check_metrics_advertise(cls, value: str) -> str:
+        from shared.metrics_endpoint import parse_advertise
+
+        if value:
+            parse_advertise(value)  # AdvertiseError is a ValueError: pydantic reports it
+        return value

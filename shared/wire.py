@@ -114,6 +114,18 @@ class Outputs(msgspec.Struct):
     items: list[RequestOutput]
 
 
+class Accepted(msgspec.Struct):
+    """Coordinator -> gateway: these Generate messages reached this incarnation.
+
+    Sent by the coordinator's I/O thread on receipt, before it answers any later
+    message from that gateway, so a gateway that gets a Status reply knows which of
+    the requests it sent before that query the answering incarnation holds.
+    """
+
+    request_ids: list[str]
+    incarnation: str
+
+
 class StageStatus(msgspec.Struct):
     """One stage as the coordinator sees it."""
 

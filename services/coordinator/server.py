@@ -59,7 +59,9 @@ class CoordinatorServer:
         )
         self.router.bind(settings.bind)
         port = serve_metrics(transport.metrics_port, transport.metrics_host, "coordinator")
-        self.metrics_url = metrics_url(port, transport.metrics_host, settings.bind)
+        self.metrics_url = metrics_url(
+            port, transport.metrics_host, settings.bind, transport.metrics_advertise
+        )
         metrics.register(lambda: metrics.view_of(self))
         export_zeros("coordinator")
         self.outbox = self.ctx.socket(zmq.PULL)
@@ -72,7 +74,8 @@ class CoordinatorServer:
         self._local = threading.local()
         self.detail = "waiting for stages"
         self.exit_code = 0
-        # Gateways see a new incarnation after a restart and fail what they had in flight.
+        # Gateways see a new incarnation after a restart and fail what they had sent to
+        # the old one (each Generate is acknowledged with the incarnation: wire.Accepted).
         self.incarnation = uuid.uuid4().hex[:12]
 
     # ------------------------------------------------------------ helpers
@@ -311,6 +314,10 @@ class CoordinatorServer:
                 return
             self.link.resolve(msg)
         elif isinstance(msg, wire.Generate | wire.Abort):
+            if isinstance(msg, wire.Generate):
+                # Before any answer: the gateway learns which incarnation holds it.
+                accepted = wire.Accepted([msg.request_id[:256]], self.incarnation)
+                self._send(identity, accepted)
             if self.host is None or not self.host.ready.is_set() or self.host.error:
                 if isinstance(msg, wire.Generate):
                     out = wire.RequestOutput(

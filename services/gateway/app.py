@@ -118,7 +118,11 @@ async def status(request: Request) -> Response:
             "gateway": {
                 "running": controller.running,
                 "queued": controller.queued,
-                "metrics": metrics_url(_served_port(request), gw.settings.host),
+                "metrics": metrics_url(
+                    _served_port(request),
+                    gw.settings.host,
+                    override=gw.settings.metrics_advertise,
+                ),
             },
         }
     )

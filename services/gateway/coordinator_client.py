@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 import uuid
@@ -19,6 +18,8 @@ from shared import codec, wire
 from shared.curve import ServiceKeys
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
+
+from .in_flight import InFlightRequests
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ class CoordinatorClient:
 
     A reader task routes Outputs to OutputStreams and Status replies to their
     waiters; a poller task asks for Status every interval so readiness and
-    liveness are always known without a round-trip per HTTP request.
+    liveness are always known without a round-trip per HTTP request. After a
+    coordinator restart only the requests the old incarnation held (or that never
+    reached the new one) fail: see InFlightRequests.
     """
 
     def __init__(
@@ -103,7 +106,9 @@ class CoordinatorClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._routes: dict[str, OutputStream] = {}
         self._status_waiters: dict[int, asyncio.Future[wire.Status]] = {}
-        self._nonces = itertools.count(1)
+        self._next_nonce = 1
+        self._in_flight = InFlightRequests()
+        self._refresh: asyncio.Task[wire.Status] | None = None
         self._last_seen: float | None = None
         self._status: wire.Status | None = None
         self._status_at = 0.0
@@ -132,9 +137,11 @@ class CoordinatorClient:
     async def close(self) -> None:
         """Fail what is in flight, stop the tasks and close the socket."""
         self._fail_all("the gateway is shutting down")
-        for task in self._tasks:
+        refresh = self._refresh
+        tasks = self._tasks + ([refresh] if refresh is not None and not refresh.done() else [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._sock is not None:
@@ -152,6 +159,7 @@ class CoordinatorClient:
             self._routes[req.request_id] = stream
         try:
             for req in requests:
+                self._in_flight.sent(req.request_id, self._next_nonce)
                 self._send(req)
         except CoordinatorUnavailable:
             stream.close()
@@ -170,6 +178,7 @@ class CoordinatorClient:
     def unroute(self, request_id: str) -> None:
         """Forget a request; its late outputs are dropped."""
         self._routes.pop(request_id, None)
+        self._in_flight.forget(request_id)
 
     def _send(self, msg: msgspec.Struct) -> None:
         if self._sock is None:
@@ -199,9 +208,29 @@ class CoordinatorClient:
         status = self.status
         return status if status is not None and status.ready else None
 
+    async def ready_status_now(self) -> wire.Status | None:
+        """ready_status(); when the coordinator answers but was not ready, ask it again first.
+
+        A restarted or recovering coordinator turns ready between two polls; a request
+        arriving then must not be refused on the poll's stale answer. Concurrent callers
+        share one query.
+        """
+        status = self.status
+        if status is None or status.ready:
+            return status
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self.query_status(), name="coordinator-refresh")
+            # Retrieved here too, in case every caller was cancelled (client gone) first.
+            self._refresh.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            status = await asyncio.shield(self._refresh)
+        except (TimeoutError, CoordinatorUnavailable):
+            return None
+        return status if status.ready else None
+
     async def query_status(self, timeout_s: float | None = None) -> wire.Status:
         """A fresh Status; raises TimeoutError or CoordinatorUnavailable."""
-        nonce = next(self._nonces)
+        nonce, self._next_nonce = self._next_nonce, self._next_nonce + 1
         fut: asyncio.Future[wire.Status] = asyncio.get_running_loop().create_future()
         self._status_waiters[nonce] = fut
         try:
@@ -244,12 +273,10 @@ class CoordinatorClient:
             self._last_seen = time.monotonic()
             if isinstance(msg, wire.Outputs):
                 self._dispatch(msg.items)
+            elif isinstance(msg, wire.Accepted):
+                self._in_flight.accepted(msg.request_ids, msg.incarnation)
             elif isinstance(msg, wire.Status):
-                previous = self._status
-                if previous is not None and previous.incarnation != msg.incarnation:
-                    # A restarted coordinator knows nothing of what we had in flight.
-                    log.warning("the coordinator restarted; failing requests in flight")
-                    self._fail_all("the coordinator restarted; retry the request")
+                self._on_status(msg)
                 self._status, self._status_at = msg, self._last_seen
                 waiter = self._status_waiters.get(msg.nonce)
                 if waiter is not None and not waiter.done():
@@ -257,17 +284,42 @@ class CoordinatorClient:
             else:
                 log.warning("unexpected %s from the coordinator", type(msg).__name__)
 
+    def _on_status(self, msg: wire.Status) -> None:
+        previous = self._in_flight.incarnation
+        held, lost = self._in_flight.on_status(msg.nonce, msg.incarnation)
+        if previous is not None and previous != msg.incarnation:
+            log.warning(
+                "the coordinator restarted (incarnation %s -> %s); failing %d requests "
+                "the old one held and %d it never acknowledged",
+                previous,
+                msg.incarnation,
+                len(held),
+                len(lost),
+            )
+        self._fail(held, "the coordinator restarted; retry the request")
+        self._fail(lost, "the coordinator restarted before it received the request; retry it")
+
     def _dispatch(self, items: Sequence[wire.RequestOutput]) -> None:
         for item in items:
             stream = self._routes.get(item.request_id)
             if stream is not None:
                 stream.queue.put_nowait(item)
+                if item.finish_reason is not None:
+                    # Finished: a restart seen before the stream reads this must not
+                    # queue a second, contradicting end for it.
+                    self.unroute(item.request_id)
 
     def _fail_all(self, reason: str) -> None:
-        for rid, stream in list(self._routes.items()):
-            stream.queue.put_nowait(
-                wire.RequestOutput(
-                    request_id=rid, token_ids=[], finish_reason="error", error=reason
+        self._fail(list(self._routes), reason)
+
+    def _fail(self, request_ids: Sequence[str], reason: str) -> None:
+        """End these requests with an error output; the coordinator no longer has them."""
+        for rid in request_ids:
+            self._in_flight.forget(rid)
+            stream = self._routes.pop(rid, None)
+            if stream is not None:
+                stream.queue.put_nowait(
+                    wire.RequestOutput(
+                        request_id=rid, token_ids=[], finish_reason="error", error=reason
+                    )
                 )
-            )
-            del self._routes[rid]

@@ -211,7 +211,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
     n = req.n or 1
     if n > settings.max_n:
         raise bad_request(f"n must be at most {settings.max_n} (LAYERBUS_MAX_N)", param="n")
-    status = gw.client.ready_status()
+    status = await gw.client.ready_status_now()
     if status is None:
         raise unavailable(
             "the coordinator is not ready; see GET /health",

@@ -119,7 +119,9 @@ class StageServer:
         export_zeros("stage-control", "stage-data")
         bound = self.data.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = stage.advertise or bound
-        self.metrics_url = metrics_url(metrics_port, transport.metrics_host, self.address)
+        self.metrics_url = metrics_url(
+            metrics_port, transport.metrics_host, self.address, transport.metrics_advertise
+        )
         self.dtype = config_dtype(config)
         self.max_model_len = config.model_config.max_model_len
         self.control = make_socket(

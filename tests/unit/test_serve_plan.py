@@ -48,6 +48,11 @@ def test_launcher_owned_flags_are_not_forwarded() -> None:
     assert routed.children["stage"] == {"kv_cache_gb": "0.25"}
 
 
+def test_metrics_advertise_is_per_process_and_never_forwarded_by_serve() -> None:
+    with pytest.raises(ServeFlagError, match="--metrics-advertise"):
+        route_flags({"metrics_advertise": "h:9100"}, OWN, CHILDREN)
+
+
 def test_bad_forwarded_value_names_the_child() -> None:
     with pytest.raises(ServeFlagError, match="coordinator"):
         route_flags({"step_timeout_s": "soon"}, OWN, CHILDREN)

@@ -31,7 +31,8 @@ class FakeCoordinator:
 
     Owned by the test; the socket belongs to the background thread. Knobs (set them
     before sending requests): ready, answer_status, hang (never answer Generate),
-    fail_with (finish every request with this error), token_delay_s, finish_reason.
+    fail_with (finish every request with this error), token_delay_s, finish_reason,
+    incarnation (change it to play a restart), acknowledge (send wire.Accepted).
     """
 
     reply_tokens: list[int]
@@ -43,6 +44,8 @@ class FakeCoordinator:
     finish_reason: str = "stop"
     token_delay_s: float = 0.0
     detail: str = ""
+    incarnation: str = "fake-1"
+    acknowledge: bool = True
     reply_for: Callable[[wire.Generate], list[int]] | None = None
     generates: list[wire.Generate] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -117,6 +120,8 @@ class FakeCoordinator:
         elif isinstance(msg, wire.Generate):
             with self._lock:
                 self.generates.append(msg)
+            if self.acknowledge:
+                self._send(identity, wire.Accepted([msg.request_id], self.incarnation))
             if self.hang:
                 return
             if self.fail_with is not None:
@@ -181,11 +186,12 @@ class FakeCoordinator:
             num_total_blocks=100,
             num_free_blocks=90,
             detail=self.detail,
+            incarnation=self.incarnation,
             metrics="http://10.0.0.9:9100/metrics",
             dtype="bfloat16",
         )
 
-    def _send(self, identity: bytes, msg: wire.Outputs | wire.Status) -> None:
+    def _send(self, identity: bytes, msg: wire.Outputs | wire.Status | wire.Accepted) -> None:
         # ROUTER_MANDATORY raises when the gateway went away; like the real one, keep going.
         with contextlib.suppress(zmq.ZMQError):
             self._sock.send_multipart([identity, *codec.encode(msg)])

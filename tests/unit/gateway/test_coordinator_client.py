@@ -193,3 +193,88 @@ def test_cancelling_a_reader_is_never_swallowed_by_an_arriving_output(yields: in
         return task.cancelled() or not requested
 
     assert asyncio.run(scenario())
+
+
+def test_a_restart_fails_only_what_the_old_incarnation_held(fake: FakeCoordinator) -> None:
+    fake.reply_tokens = [5, 6, 7]
+    fake.token_delay_s = 0.5  # "fresh" is still streaming when the new Status arrives
+
+    async def body(client: CoordinatorClient) -> dict[str, list[wire.RequestOutput]]:
+        await client.query_status()
+        fake.hang = True
+        old = client.generate([generate("held-by-old")])
+        assert fake.wait_for(lambda: fake.generate_ids() == ["held-by-old"])
+        await client.query_status()  # its Accepted has arrived before this reply
+        # The coordinator restarts; the gateway still holds the old status when it
+        # sends the next request, which the new incarnation serves.
+        fake.hang, fake.incarnation = False, "fake-2"
+        fresh = client.generate([generate("fresh")])
+        assert client.ready_status() is not None
+        assert (await client.query_status()).incarnation == "fake-2"
+        outs = await drain(old.get, {"held-by-old"})
+        outs.update(await drain(fresh.get, {"fresh"}))
+        return outs
+
+    # A long interval: only the test's own queries are on the wire.
+    outs = run_with(client_for(fake.address, status_interval_s=60), body)
+    assert [o.finish_reason for o in outs["held-by-old"]] == ["error"]
+    assert "restarted" in (outs["held-by-old"][0].error or "")
+    assert [t for o in outs["fresh"] for t in o.token_ids] == [5, 6, 7]
+    assert outs["fresh"][-1].finish_reason == "stop"
+
+
+def test_a_request_the_old_incarnation_never_acknowledged_fails_on_restart(
+    fake: FakeCoordinator,
+) -> None:
+    async def body(client: CoordinatorClient) -> wire.RequestOutput:
+        await client.query_status()
+        fake.hang, fake.acknowledge = True, False  # received by nobody that answers
+        stream = client.generate([generate("lost")])
+        assert fake.wait_for(lambda: fake.generate_ids() == ["lost"])
+        fake.incarnation = "fake-2"
+        await client.query_status()
+        return await stream.get()
+
+    out = run_with(client_for(fake.address, status_interval_s=60), body)
+    assert out.finish_reason == "error" and "before it received" in (out.error or "")
+
+
+def test_a_not_ready_answer_is_asked_again_before_a_request_is_refused(
+    fake: FakeCoordinator,
+) -> None:
+    fake.ready = False
+
+    async def body(client: CoordinatorClient) -> tuple[bool, bool, int]:
+        await client.query_status()
+        still_not_ready = await client.ready_status_now() is None
+        fake.ready = True  # ready between two polls
+        before = fake.status_queries
+        now_ready = await client.ready_status_now() is not None
+        return still_not_ready, now_ready, fake.status_queries - before
+
+    still_not_ready, now_ready, queries = run_with(
+        client_for(fake.address, status_interval_s=60), body
+    )
+    assert still_not_ready and now_ready and queries == 1
+
+
+def test_a_finished_request_not_yet_read_gets_no_second_end_from_a_restart(
+    fake: FakeCoordinator,
+) -> None:
+    fake.reply_tokens = [5, 6]
+
+    async def body(client: CoordinatorClient) -> tuple[list[wire.RequestOutput], int]:
+        await client.query_status()
+        stream = client.generate([generate("done")])
+        for _ in range(1000):  # bounded: until both outputs are queued, unread
+            if stream.queue.qsize() == 2:
+                break
+            await asyncio.sleep(0.01)
+        fake.incarnation = "fake-2"
+        await client.query_status()
+        outs = [await stream.get(), await stream.get()]
+        return outs, stream.queue.qsize()
+
+    outs, left = run_with(client_for(fake.address, status_interval_s=60), body)
+    assert [(o.token_ids, o.finish_reason) for o in outs] == [([5], None), ([6], "stop")]
+    assert left == 0

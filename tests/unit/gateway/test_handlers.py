@@ -241,3 +241,19 @@ def test_return_token_ids_gives_the_generated_ids(
     assert body["choices"][0]["token_ids"] == fake.reply_tokens[:3]
     plain = http.post(COMPLETIONS, json={"prompt": [5, 6], "max_tokens": 3}).json()
     assert "token_ids" not in plain["choices"][0]
+
+
+def test_a_coordinator_ready_since_the_last_poll_serves_the_request(
+    start_gateway: Callable[..., RunningGateway], fake: FakeCoordinator
+) -> None:
+    fake.ready = False  # e.g. a restarted coordinator whose stages are re-registering
+    gw = start_gateway(wait_ready=False, status_interval_s=60, coordinator_timeout_s=60)
+    with gw.client() as http:
+        for _ in range(500):  # bounded: until the gateway holds the "not ready" answer
+            health = http.get("/health")
+            if health.json()["error"]["code"] == "coordinator_not_ready":
+                break
+        assert health.json()["error"]["code"] == "coordinator_not_ready"
+        fake.ready = True  # the gateway's next poll is a minute away
+        r = http.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 3})
+        assert r.status_code == 200, r.text

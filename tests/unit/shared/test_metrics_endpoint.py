@@ -13,10 +13,12 @@ from prometheus_client import REGISTRY
 
 from shared import metrics_endpoint
 from shared.metrics_endpoint import (
+    AdvertiseError,
     MetricsPortError,
     bind_first_free,
     candidate_ports,
     metrics_url,
+    parse_advertise,
     scrape_host,
     serve_metrics,
 )
@@ -121,6 +123,39 @@ def test_scrape_host_is_the_metrics_host_unless_it_is_a_wildcard() -> None:
 def test_metrics_url() -> None:
     assert metrics_url(9101, "0.0.0.0", "tcp://stage-1:6000") == "http://stage-1:9101/metrics"
     assert metrics_url(9100, "::1") == "http://[::1]:9100/metrics"
+
+
+def test_a_wildcard_coordinator_without_advertise_reports_the_host_name() -> None:
+    # Documented default: both the metrics host and the bind address are wildcards.
+    url = metrics_url(9100, "0.0.0.0", "tcp://0.0.0.0:5555")
+    assert url == f"http://{socket.gethostname()}:9100/metrics"
+
+
+@pytest.mark.parametrize(
+    ("advertise", "url"),
+    [
+        ("203.0.113.7:19100", "http://203.0.113.7:19100/metrics"),  # NAT: host and port
+        ("coordinator.example", "http://coordinator.example:9100/metrics"),  # bound port
+        ("[2001:db8::1]:19100", "http://[2001:db8::1]:19100/metrics"),
+        ("[2001:db8::1]", "http://[2001:db8::1]:9100/metrics"),
+    ],
+)
+def test_metrics_advertise_wins_over_metrics_host_and_bound_port(advertise: str, url: str) -> None:
+    assert metrics_url(9100, "0.0.0.0", "tcp://0.0.0.0:5555", advertise) == url
+    assert metrics_url(9100, "10.0.0.5", "tcp://stage-1:6000", advertise) == url
+
+
+def test_metrics_advertise_does_not_turn_metrics_on() -> None:
+    assert metrics_url(0, "0.0.0.0", "", "203.0.113.7:19100") == ""
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["http://h:9100/metrics", "2001:db8::1", "h:99999", "h:port", "0.0.0.0:9100", "h:0", ":9100"],
+)
+def test_a_bad_metrics_advertise_names_the_setting(bad: str) -> None:
+    with pytest.raises(AdvertiseError, match="LAYERBUS_METRICS_ADVERTISE"):
+        parse_advertise(bad)
 
 
 def test_vllm_names_keep_their_colon_whatever_the_scraper_asks_for() -> None:
