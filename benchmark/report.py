@@ -182,21 +182,22 @@ def cpu_lines(runs: list[Run]) -> list[str]:
     """Where the cores went: each process's CPU seconds during each load, as a share of it."""
     rows = []
     for run in runs:
-        cpu, duration = run.get("cpu_s"), run["metrics"].get("duration")
-        if not cpu or not duration:
+        cpu, window = run.get("cpu_s"), run.get("cpu_window_s")
+        if not cpu or not window:
             continue
-        shares = ", ".join(f"{name} {seconds / duration:.2f}" for name, seconds in cpu.items())
-        rows.append([run["name"], _fmt(duration), _fmt(sum(cpu.values()) / duration, 2), shares])
+        shares = ", ".join(f"{name} {seconds / window:.2f}" for name, seconds in cpu.items())
+        rows.append([run["name"], _fmt(window), _fmt(sum(cpu.values()) / window, 2), shares])
     if not rows:
         return []
     return [
         "",
         "## CPU use during each load",
         "",
-        "Cores busy on average (CPU seconds / load duration), in all and per process with its "
-        "children; the load generator is not counted.",
+        "Cores busy on average (CPU seconds / wall seconds while `vllm bench serve` ran, its "
+        "start-up and warm-ups included), in all and per process with its children; the load "
+        "generator itself is not counted.",
         "",
-        *_table(["load", "duration s", "cores busy", "per process"], rows),
+        *_table(["load", "wall s", "cores busy", "per process"], rows),
     ]
 
 

@@ -97,7 +97,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
 def test_markdown_shows_where_the_cores_went() -> None:
     run = _run("layerbus", 128, 600.0)
-    run["metrics"]["duration"] = 100.0
+    run["cpu_window_s"] = 100.0
     run["cpu_s"] = {"coordinator": 30.0, "stage-0-15": 95.0}
     text = report.markdown({"settings": SETTINGS, "runs": [run]})
     assert "| layerbus-0.0-None-128 | 100.0 | 1.25 | coordinator 0.30, stage-0-15 0.95 |" in text
