@@ -222,13 +222,19 @@ class CoordinatorServer:
 
     def close(self) -> None:
         # Stages keep their weights and wait for the coordinator to come back.
+        # Steps in flight will never be answered (this thread no longer reads), so fail
+        # them: an engine thread waiting on one wakes, sees `stopping` and ends.
+        self.link.break_chain("the coordinator is stopping")
         if self.engine_thread is not None:
             self.engine_thread.join(timeout=5)
+            if self.engine_thread.is_alive():
+                log.warning("the engine thread did not stop within 5 s; exiting without it")
         self.link.close()
         self.router.close()
         self.outbox.close()
         self.security.close()
-        self.ctx.term()
+        # destroy, not term: a socket an engine thread still holds must not block the exit.
+        self.ctx.destroy(linger=0)
 
     def _heartbeat(self, now: float) -> None:
         age = self.link.oldest_step_age(now)

@@ -148,6 +148,16 @@ def all_alive(cluster: Cluster) -> None:
     assert not dead, dead
 
 
+def next_answer(sock: zmq.Socket[bytes], timeout_ms: int, what: str) -> object:
+    """The coordinator's next message to a gateway socket, past its receipts (wire.Accepted)."""
+    for _ in range(16):  # one receipt per Generate sent; a test sends a few at most
+        assert sock.poll(timeout_ms), what
+        msg = codec.decode(sock.recv_multipart())
+        if not isinstance(msg, wire.Accepted):
+            return msg
+    raise AssertionError(f"only receipts, never an answer: {what}")
+
+
 def register(name: str, fingerprint: str = "forged") -> wire.Register:
     return wire.Register(
         name=name,
@@ -232,8 +242,7 @@ def test_a_gateway_cannot_abort_another_gateways_request(secured: Secured) -> No
     owner.send_multipart(codec.encode(wire.Generate("victim-1", [1, 2, 3, 4], spec)))
     tokens, finish = 0, None
     while finish is None:
-        assert owner.poll(120_000), "no output for the owner's request"
-        out = codec.decode(owner.recv_multipart())
+        out = next_answer(owner, 120_000, "no output for the owner's request")
         assert isinstance(out, wire.Outputs)
         for item in out.items:
             tokens += len(item.token_ids)
@@ -269,8 +278,7 @@ def test_garbage_generate_fails_only_that_request(
     sock = secured.peer(secured.cluster.coordinator, "gateway-b", "coordinator", b"gw-garbage")
     spec = wire.SamplingSpec(max_tokens=4, **sampling)  # type: ignore[arg-type]
     sock.send_multipart(codec.encode(wire.Generate("garbage", prompt, spec)))
-    assert sock.poll(60_000), "no answer to a bad Generate"
-    out = codec.decode(sock.recv_multipart())
+    out = next_answer(sock, 60_000, "no answer to a bad Generate")
     sock.close()
     assert isinstance(out, wire.Outputs)
     assert out.items[0].finish_reason == "error"
