@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.platform_defaults import Platform, PlatformChoice, choose, detect_platform
+
+# vLLM's load format that fills every weight with random values and reads no weight file.
+DUMMY_LOAD_FORMAT = "dummy"
 
 
 class EngineSettings(BaseSettings):
@@ -33,15 +37,48 @@ class EngineSettings(BaseSettings):
     )
     enable_prefix_caching: bool = Field(True, description="reuse KV blocks of shared prefixes")
     seed: int = Field(0, description="engine random seed")
+    load_format: str = Field(
+        "auto",
+        description="how vLLM reads the weights: any vLLM load format (auto, safetensors, pt, "
+        "dummy = random weights from config.json alone, for benchmarks, ...)",
+    )
+    model_loader_extra_config: str = Field(
+        "", description="JSON object handed to vLLM's model loader (e.g. tensorizer options)"
+    )
+
+    @field_validator("load_format")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        # vLLM lowercases it too; the fingerprint must compare what vLLM runs.
+        return value.strip().lower() or "auto"
+
+    @field_validator("model_loader_extra_config")
+    @classmethod
+    def _json(cls, value: str) -> str:
+        _json_object(value)
+        return value
 
     def fingerprint(self) -> str:
-        """What a stage reports so the coordinator can refuse a mismatched stage."""
+        """What a stage reports so the coordinator can refuse a mismatched stage.
+
+        The load format counts only as random or real weights: stages that read the same
+        checkpoint differently (safetensors, pt, tensorizer) compute the same model, but a
+        stage with random weights next to one with real weights computes nonsense.
+        """
         return (
             f"dtype={self.platform_choice().dtype} max_model_len={self.max_model_len} "
             f"max_num_seqs={self.max_num_seqs} "
             f"max_num_batched_tokens={self.max_num_batched_tokens} "
-            f"block_size={self.block_size}"
+            f"block_size={self.block_size} weights={self.weights_kind()}"
         )
+
+    def weights_kind(self) -> str:
+        """Random weights (vLLM's dummy load format) or weights read from files: a checkpoint."""
+        return "random" if self.load_format == DUMMY_LOAD_FORMAT else "checkpoint"
+
+    def loader_extra_config(self) -> dict[str, Any]:
+        """--model-loader-extra-config as a dict, empty when unset."""
+        return _json_object(self.model_loader_extra_config)
 
     def platform_choice(
         self,
@@ -67,6 +104,23 @@ class EngineSettings(BaseSettings):
         return str(prepare_default_model())
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"--model-loader-extra-config (LAYERBUS_MODEL_LOADER_EXTRA_CONFIG) is not JSON: {err}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            "--model-loader-extra-config (LAYERBUS_MODEL_LOADER_EXTRA_CONFIG) must be a JSON "
+            f"object, got {type(value).__name__}"
+        )
+    return value
+
+
 def config_dtype(config: Any) -> str:
     """The dtype a built VllmConfig runs, as a flag value ("bfloat16", not "torch.bfloat16")."""
     return str(config.model_config.dtype).removeprefix("torch.")
@@ -79,6 +133,27 @@ def model_num_layers(model: str) -> int:
 
     config = json.loads((Path(model) / "config.json").read_text())
     return int(config.get("text_config", config)["num_hidden_layers"])
+
+
+def supported_load_formats() -> frozenset[str]:
+    """The load formats vLLM knows in this process, plugins' registered loaders included.
+
+    Relies on vLLM's loader table `vllm.model_executor.model_loader._LOAD_FORMAT_TO_MODEL_LOADER`
+    (what `get_model_loader` looks a format up in).
+    """
+    from vllm.model_executor import model_loader
+
+    return frozenset(model_loader._LOAD_FORMAT_TO_MODEL_LOADER)
+
+
+def check_load_format(load_format: str) -> None:
+    """Refuse a load format vLLM has no loader for, naming the setting and the choices."""
+    known = supported_load_formats()
+    if load_format not in known:
+        raise ValueError(
+            f"--load-format (LAYERBUS_LOAD_FORMAT) {load_format!r} is not a vLLM load format; "
+            f"choose one of {', '.join(sorted(known))}"
+        )
 
 
 def build_vllm_config(
@@ -96,6 +171,7 @@ def build_vllm_config(
     choice: platform choices (a stage passes its KV cache sizing); default: this platform's.
     """
     choice = choice or engine.platform_choice()
+    check_load_format(engine.load_format)
     from vllm.engine.arg_utils import EngineArgs
 
     extra: dict[str, Any] = {}
@@ -119,6 +195,8 @@ def build_vllm_config(
         async_scheduling=False,
         skip_tokenizer_init=not tokenizer,
         gpu_memory_utilization=choice.gpu_memory_utilization,
+        load_format=engine.load_format,
+        model_loader_extra_config=engine.loader_extra_config(),
         **extra,
     )
     return args.create_engine_config()

@@ -429,6 +429,13 @@ def run(
     """Entry point of `layerbus coordinator`; exits non-zero if the engine cannot start."""
     import signal
 
+    from shared.engine_settings import check_load_format
+
+    try:
+        # The engine is built only once stages joined: refuse a bad format before that.
+        check_load_format(engine.load_format)
+    except ValueError as err:
+        raise SystemExit(f"layerbus coordinator: {err}") from None
     server = CoordinatorServer(settings, engine, transport)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

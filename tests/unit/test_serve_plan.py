@@ -111,3 +111,20 @@ def test_core_bindings() -> None:
     assert core_bindings([0, 1], 4) == [(0,), (1,), (0,), (1,)]
     assert core_bindings([5, 7, 9], 2) == [(5,), (7,)]
     assert core_bindings([], 2) == [(), ()]
+
+
+def test_load_format_reaches_coordinator_and_every_stage_command() -> None:
+    routed = route_flags({"load_format": "dummy"}, OWN, CHILDREN)
+    plan = ServePlan(
+        model="/m",
+        ranges=[(0, 15), (15, 30)],
+        coordinator_address="tcp://127.0.0.1:5555",
+        host="127.0.0.1",
+        port=8000,
+        kv_cache_gb=0.5,
+    )
+    children = plan_children(plan, routed.children, set())
+    by_name = {child.name: child.args for child in children}
+    for name in ("coordinator", "stage-0-15", "stage-15-30"):
+        assert "--load-format=dummy" in by_name[name]
+    assert not any(a.startswith("--load-format") for a in by_name["gateway"])
