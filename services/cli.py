@@ -19,6 +19,8 @@ commands:
   prepare-model  convert the bundled default model once and print its folder
   keys generate DIR --name NAME   write DIR/NAME.key (public) and DIR/NAME.key_secret
   health       container health check: layerbus health URL|tcp://COORDINATOR [STAGE]
+  plan         the layer split placement would choose for given stage capacities; starts
+               nothing (layerbus plan --help)
   prometheus-targets GATEWAY_URL [FILE]   every service's metrics address, as Prometheus
                file-based discovery JSON (from /status; LAYERBUS_API_KEY if it needs one)
 
@@ -177,6 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     if command == "keys":
         keys_command(rest)
         return
+    if command == "plan":
+        from services.plan_command import main as plan_main
+
+        sys.exit(plan_main(rest))
     if command == "prometheus-targets":
         from services.prometheus_targets import main as targets_main
 

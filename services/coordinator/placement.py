@@ -135,8 +135,10 @@ class _Costs:
             return 0
         by_memory = room // self.per_layer_bytes if self.per_layer_bytes else self.model.num_layers
         spare = bound - s.link_s - (self.head_s(s) if last else 0.0)
-        by_time = self.model.num_layers if math.isinf(bound) else math.floor(
-            spare / self.layer_s(s) * (1 + 1e-12)
+        by_time = (
+            self.model.num_layers
+            if math.isinf(bound)
+            else math.floor(spare / self.layer_s(s) * (1 + 1e-12))
         )
         return max(0, min(by_memory, by_time, self.model.num_layers))
 
