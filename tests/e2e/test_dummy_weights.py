@@ -1,13 +1,13 @@
 """Issue 16: `layerbus serve --load-format dummy` serves a config-only model folder.
 
-The folder holds config.json and the tokenizer, no weight file: the flag has to reach
-the coordinator and both stages (a stage reading weights would fail on the missing
-file; a stage with another load format would be refused for its fingerprint).
+The folder (benchmark/model_shapes.py, the tiny shape) holds config.json and the
+tokenizer, no weight file: the flag has to reach the coordinator and both stages (a stage
+reading weights would fail on the missing file; a stage with another load format would
+be refused for its fingerprint).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.default_model import prepare_default_model
+from benchmark.model_shapes import WEIGHT_SUFFIXES, write_shape
 from tests.e2e.cluster import ROOT, free_port, stop_group
 
 pytestmark = pytest.mark.e2e
@@ -25,22 +25,13 @@ pytestmark = pytest.mark.e2e
 NAME = "config-only"
 
 
-def config_only_folder(folder: Path) -> Path:
-    """The bundled model's folder without its weights."""
-    source = prepare_default_model()
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt"):
-            shutil.copy(path, folder / path.name)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`layerbus serve --load-format dummy` over a folder with no weights."""
     root = tmp_path_factory.mktemp("dummy")
-    model = config_only_folder(root / "model")
-    assert not list(model.glob("*.safetensors"))
+    model = write_shape("tiny", root / "model")
+    assert (model / "config.json").is_file()
+    assert not [p for p in model.iterdir() if p.suffix in WEIGHT_SUFFIXES]
     port = free_port()
     log = root / "serve.log"
     argv = [sys.executable, "-m", "services.cli", "serve", "--model", str(model)]
