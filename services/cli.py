@@ -21,6 +21,7 @@ commands:
   health       container health check: layerbus health URL|tcp://COORDINATOR [STAGE]
   plan         the layer split placement would choose for given stage capacities; starts
                nothing (layerbus plan --help)
+  probe        this host's memory and measured layer speed, as JSON for `layerbus plan`
   prometheus-targets GATEWAY_URL [FILE]   every service's metrics address, as Prometheus
                file-based discovery JSON (from /status; LAYERBUS_API_KEY if it needs one)
 
@@ -183,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
         from services.plan_command import main as plan_main
 
         sys.exit(plan_main(rest))
+    if command == "probe":
+        from services.probe_command import main as probe_main
+
+        sys.exit(probe_main(rest))
     if command == "prometheus-targets":
         from services.prometheus_targets import main as targets_main
 

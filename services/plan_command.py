@@ -22,7 +22,8 @@ USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR]
   --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,link-ms=L]
                      [,layers=START:END]  (repeat for each stage)
   --stages FILE      JSON: a list of objects with the same keys (name, memory_gb, decode_ms,
-                     prefill_ms, link_ms, layers), or {"stages": [...]}
+                     prefill_ms, link_ms, layers), {"stages": [...]}, or one object as
+                     `layerbus probe` prints it (repeat for each file)
   --model DIR        the model (default: LAYERBUS_MODEL, else the bundled one)
   --dtype DTYPE      weights and KV cache dtype (default: this host's, as a stage would run)
   --kv-tokens N      KV cache tokens every stage holds for its layers (default: --max-model-len)
@@ -34,30 +35,30 @@ decode-ms / prefill-ms: one decoder layer's forward at decode and prefill size o
 link-ms: what each step spends on the stage's link (its round trip to the coordinator).
 """
 
-KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "link_ms", "layers")
+KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "link_ms", "layers", "device")
 
 
 class PlanInputError(ValueError):
     """A stage description `layerbus plan` cannot read; the message says which and why."""
 
 
-def split_stage_flags(argv: list[str]) -> tuple[list[str | None], list[str]]:
-    """The values of every --stage (None for one without a value), and the other arguments."""
-    specs: list[str | None] = []
+def split_repeated(argv: list[str], flag: str) -> tuple[list[str | None], list[str]]:
+    """The values of every `flag` (None for one without a value), and the other arguments."""
+    values: list[str | None] = []
     rest: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--stage":
-            specs.append(argv[i + 1] if i + 1 < len(argv) else None)
+        if arg == flag:
+            values.append(argv[i + 1] if i + 1 < len(argv) else None)
             i += 2
             continue
-        if arg.startswith("--stage="):
-            specs.append(arg.removeprefix("--stage="))
+        if arg.startswith(flag + "="):
+            values.append(arg.removeprefix(flag + "="))
         else:
             rest.append(arg)
         i += 1
-    return specs, rest
+    return values, rest
 
 
 def parse_stage_spec(spec: str) -> dict[str, str]:
@@ -73,12 +74,15 @@ def parse_stage_spec(spec: str) -> dict[str, str]:
 
 
 def read_stages_file(path: str) -> list[dict[str, Any]]:
-    """The stage objects of a JSON file: a list, or an object with a "stages" list."""
+    """The stage objects of a JSON file: a list, an object with a "stages" list, or one stage."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise PlanInputError(f"--stages {path}: {err}") from None
-    items = data.get("stages") if isinstance(data, dict) else data
+    if isinstance(data, dict):
+        # {"stages": [...]}, or one stage object as `layerbus probe` prints it.
+        data = data.get("stages", [data])
+    items = data
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise PlanInputError(f"--stages {path}: expected a list of stage objects")
     return [{k.replace("-", "_"): v for k, v in item.items()} for item in items]
@@ -185,18 +189,19 @@ def main(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:
         print(USAGE)
         return 0
-    specs, rest = split_stage_flags(argv)
+    specs, rest = split_repeated(argv, "--stage")
+    files, rest = split_repeated(rest, "--stages")
     flags = parse_flags(rest, frozenset({"json"}))
-    known = {"stages", "model", "dtype", "kv_tokens", "prefill_share", "json"}
+    known = {"model", "dtype", "kv_tokens", "prefill_share", "json"}
     unknown = sorted(set(flags) - known)
-    if unknown or None in specs:
-        problem = f"unknown setting(s) {unknown}" if unknown else "--stage without a value"
+    if unknown or None in specs or None in files:
+        problem = f"unknown setting(s) {unknown}" if unknown else "--stage(s) without a value"
         print(f"layerbus plan: {problem}\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
         items = [parse_stage_spec(s) for s in specs if s is not None]
-        if "stages" in flags:
-            items += read_stages_file(flags["stages"])
+        for path in files:
+            items += read_stages_file(str(path))
         if not items:
             raise PlanInputError("no stages: give --stage SPEC (repeatable) or --stages FILE")
         check_speeds(items)

@@ -1,0 +1,137 @@
+"""What a stage offers placement: its device, the memory it may use, its measured speed.
+
+The memory budget is pure arithmetic over what the device reports (unit-tested on a
+CPU for both platforms); `probe_capacity` reads the device and times the speed probe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from shared.platform_defaults import DEFAULT_GPU_MEMORY_UTILIZATION, Platform
+
+GIB = 1 << 30
+# A CPU stage shares its host: by default it offers this share of the available memory.
+CPU_MEMORY_SHARE = 0.9
+
+
+class CapacityError(ValueError):
+    """A stage with no memory to offer, with the setting that changes it."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Bytes a stage may fill with weights and KV cache, and how that figure came about."""
+
+    bytes: int
+    why: str
+
+
+def memory_budget(
+    platform: Platform,
+    total: int,
+    free: int,
+    cap_gb: float | None = None,
+    gpu_memory_utilization: float | None = None,
+) -> MemoryBudget:
+    """The memory a stage offers for weights and KV cache.
+
+    CUDA: vLLM's rule, the --gpu-memory-utilization share of the GPU less what other
+    processes already hold there. CPU: 90 % of the host's available memory (start
+    several stages on one host each with --memory-gb). --memory-gb caps either.
+    """
+    if platform == "cuda":
+        util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
+        budget = int(util * total) - (total - free)
+        why = (
+            f"{util:.0%} of the GPU's {total / GIB:.1f} GiB less {(total - free) / GIB:.1f} GiB "
+            "held by others (--gpu-memory-utilization)"
+        )
+    else:
+        budget = int(CPU_MEMORY_SHARE * free)
+        why = f"{CPU_MEMORY_SHARE:.0%} of the host's {free / GIB:.1f} GiB available"
+    if cap_gb is not None:
+        if cap_gb <= 0:
+            raise CapacityError(f"--memory-gb must be > 0, got {cap_gb}")
+        cap = int(cap_gb * GIB)
+        if cap <= budget:
+            budget, why = cap, f"--memory-gb {cap_gb:g}"
+        else:
+            why += f"; less than --memory-gb {cap_gb:g}"
+    if budget <= 0:
+        raise CapacityError(
+            f"this stage has no memory to offer ({why}); free some memory"
+            + (" or raise --gpu-memory-utilization" if platform == "cuda" else "")
+        )
+    return MemoryBudget(budget, why)
+
+
+def available_host_memory(meminfo: str) -> tuple[int, int]:
+    """(total, available) bytes from the text of /proc/meminfo."""
+    fields: dict[str, int] = {}
+    for line in meminfo.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    if "MemTotal" not in fields:
+        raise CapacityError("cannot read the host's memory from /proc/meminfo")
+    return fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0))
+
+
+@dataclass(frozen=True)
+class StageOffer:
+    """A stage's capacity as `layerbus plan` and, later, the coordinator take it (immutable)."""
+
+    device: str
+    memory: MemoryBudget
+    decode_s: float  # one decoder layer at decode size
+    prefill_s: float  # one decoder layer at prefill size
+
+    def plan_item(self, name: str) -> dict[str, Any]:
+        """The stage object `layerbus plan --stages` reads."""
+        return {
+            "name": name,
+            "device": self.device,
+            "memory_gb": round(self.memory.bytes / GIB, 3),
+            "decode_ms": round(self.decode_s * 1000, 4),
+            "prefill_ms": round(self.prefill_s * 1000, 4),
+        }
+
+
+def device_memory(platform: Platform) -> tuple[str, int, int]:
+    """(device description, total bytes, free bytes) of this process's device."""
+    if platform == "cuda":
+        import torch
+
+        index = torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}", total, free
+    with open("/proc/meminfo") as f:
+        total, free = available_host_memory(f.read())
+    return f"cpu ({os.cpu_count()} cores)", total, free
+
+
+def probe_capacity(
+    config: dict[str, Any],
+    dtype: str,
+    cap_gb: float | None = None,
+    gpu_memory_utilization: float | None = None,
+) -> StageOffer:
+    """Read this device's memory and time one decoder layer of the model's shape on it."""
+    import torch
+
+    from services.stage.speed_probe import LayerShape, probe_speed
+    from shared.platform_defaults import detect_platform
+
+    platform = detect_platform()
+    device, total, free = device_memory(platform)
+    budget = memory_budget(platform, total, free, cap_gb, gpu_memory_utilization)
+    speed = probe_speed(
+        LayerShape.from_config(config),
+        getattr(torch, dtype),
+        torch.device("cuda" if platform == "cuda" else "cpu"),
+    )
+    return StageOffer(device, budget, speed.decode_s, speed.prefill_s)

@@ -1,0 +1,140 @@
+"""Time one decoder layer of the model's shape at decode and prefill sizes (as Petals does).
+
+The probe builds a layer of the model's dimensions with random weights (attention
+with grouped KV heads, gated MLP, RMS norms; rotary embeddings are left out, being
+elementwise and cheap) and times its forward on this device: a decode step of
+several sequences attending to a context, and a prefill chunk. It needs no weights
+on disk and no vLLM engine, so a stage can measure itself before it knows its layers.
+The figures rank devices for placement; they are not vLLM's kernels' exact times.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+# Decode: this many sequences, one new token each, attending to this many past tokens.
+DECODE_BATCH = 16
+DECODE_CONTEXT = 256
+# Prefill: one chunk of this many tokens (the engine's default max_num_batched_tokens).
+PREFILL_TOKENS = 512
+REPEATS = 5
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The dimensions of one decoder layer (immutable)."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LayerShape:
+        cfg = dict(config.get("text_config", config))
+        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        return cls(
+            hidden=hidden,
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
+        )
+
+
+@dataclass(frozen=True)
+class LayerSpeed:
+    """Seconds for one decoder layer's forward at each size (median of the repeats)."""
+
+    decode_s: float
+    prefill_s: float
+
+
+class ReferenceLayer(nn.Module):
+    """A decoder layer of a given shape with random weights; run by the probing thread."""
+
+    def __init__(self, shape: LayerShape, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.shape = shape
+        h = shape.hidden
+        q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+        kw: dict[str, Any] = {"bias": False, "dtype": dtype, "device": device}
+        self.input_norm = nn.RMSNorm(h, dtype=dtype, device=device)
+        self.q = nn.Linear(h, q_dim, **kw)
+        self.k = nn.Linear(h, kv_dim, **kw)
+        self.v = nn.Linear(h, kv_dim, **kw)
+        self.o = nn.Linear(q_dim, h, **kw)
+        self.post_norm = nn.RMSNorm(h, dtype=dtype, device=device)
+        self.gate = nn.Linear(h, shape.intermediate, **kw)
+        self.up = nn.Linear(h, shape.intermediate, **kw)
+        self.down = nn.Linear(shape.intermediate, h, **kw)
+
+    def forward(
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """x: [batch, tokens, hidden]; past: keys and values [batch, kv_heads, context, dim]."""
+        s = self.shape
+        batch, tokens, _ = x.shape
+        h = self.input_norm(x)
+        q = self.q(h).view(batch, tokens, s.heads, s.head_dim).transpose(1, 2)
+        k = self.k(h).view(batch, tokens, s.kv_heads, s.head_dim).transpose(1, 2)
+        v = self.v(h).view(batch, tokens, s.kv_heads, s.head_dim).transpose(1, 2)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        attn = functional.scaled_dot_product_attention(
+            q, k, v, is_causal=past is None and tokens > 1, enable_gqa=s.kv_heads != s.heads
+        )
+        x = x + self.o(attn.transpose(1, 2).reshape(batch, tokens, s.heads * s.head_dim))
+        h = self.post_norm(x)
+        return x + self.down(functional.silu(self.gate(h)) * self.up(h))
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def median_time(run: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    """Median seconds of `repeats` calls of run, after one warm-up call."""
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def probe_speed(
+    shape: LayerShape,
+    dtype: torch.dtype,
+    device: torch.device,
+    decode_batch: int = DECODE_BATCH,
+    decode_context: int = DECODE_CONTEXT,
+    prefill_tokens: int = PREFILL_TOKENS,
+    repeats: int = REPEATS,
+) -> LayerSpeed:
+    """Time one layer of `shape` at decode and prefill sizes on `device`."""
+    layer = ReferenceLayer(shape, dtype, device).eval()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    new = torch.randn(decode_batch, 1, shape.hidden, dtype=dtype, device=device)
+    past_shape = (decode_batch, shape.kv_heads, decode_context, shape.head_dim)
+    past = (
+        torch.randn(past_shape, dtype=dtype, device=device),
+        torch.randn(past_shape, dtype=dtype, device=device),
+    )
+    chunk = torch.randn(1, prefill_tokens, shape.hidden, dtype=dtype, device=device)
+    return LayerSpeed(
+        decode_s=median_time(lambda: layer(new, past), repeats, sync),
+        prefill_s=median_time(lambda: layer(chunk), repeats, sync),
+    )

@@ -1,0 +1,49 @@
+"""The speed probe's reference layer and timing, on this CPU with the bundled model's shape."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from services.coordinator.model_profile import profile_from_config
+from services.stage.speed_probe import LayerShape, ReferenceLayer, median_time, probe_speed
+from shared.default_model import prepare_default_model
+
+
+def bundled_config() -> dict[str, object]:
+    return dict(json.loads((prepare_default_model() / "config.json").read_text()))
+
+
+def test_the_shape_comes_from_the_config() -> None:
+    shape = LayerShape.from_config(bundled_config())
+    assert shape == LayerShape(hidden=576, heads=9, kv_heads=3, head_dim=64, intermediate=1536)
+
+
+def test_the_reference_layer_has_the_size_placement_assumes() -> None:
+    config = bundled_config()
+    layer = ReferenceLayer(LayerShape.from_config(config), torch.float32, torch.device("cpu"))
+    assert layer.parameter_count() * 4 == profile_from_config(config, 4).layer_bytes
+
+
+def test_decode_and_prefill_forwards_keep_the_hidden_shape() -> None:
+    shape = LayerShape(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128)
+    layer = ReferenceLayer(shape, torch.float32, torch.device("cpu"))
+    past = (torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16))
+    with torch.inference_mode():
+        assert layer(torch.randn(3, 1, 64), past).shape == (3, 1, 64)
+        assert layer(torch.randn(1, 7, 64)).shape == (1, 7, 64)
+
+
+def test_median_time_warms_up_once_then_times_each_repeat() -> None:
+    calls: list[str] = []
+    seconds = median_time(lambda: calls.append("run"), 4, lambda: calls.append("sync"))
+    assert calls == ["run", "sync"] * 5
+    assert seconds >= 0
+
+
+def test_a_prefill_chunk_takes_longer_than_a_decode_step_on_this_cpu() -> None:
+    shape = LayerShape.from_config(bundled_config())
+    speed = probe_speed(shape, torch.float32, torch.device("cpu"), repeats=3)
+    # 512 prompt tokens against 16 sequences' single tokens: ~30x the multiply-adds.
+    assert 0 < speed.decode_s < speed.prefill_s
