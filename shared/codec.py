@@ -55,23 +55,29 @@ def encode(msg: msgspec.Struct) -> list[bytes]:
     return [tag, _ENCODER.encode(msg)]
 
 
+def message_type(frames: Sequence[bytes | memoryview | Any]) -> type[msgspec.Struct] | None:
+    """The message type frames[0]'s tag names, or None for an unknown tag."""
+    entry = _DECODERS.get(bytes(frame_buffer(frames[0]))) if frames else None
+    return None if entry is None else entry[0]
+
+
 def decode(frames: Sequence[bytes | memoryview | Any]) -> msgspec.Struct:
     """Typed decode of frames[0:2]; raises WireError on anything malformed."""
     if len(frames) < 2:
         raise wire.WireError(f"expected at least 2 frames, got {len(frames)}")
-    tag = bytes(_as_buffer(frames[0]))
+    tag = bytes(frame_buffer(frames[0]))
     entry = _DECODERS.get(tag)
     if entry is None:
         raise wire.WireError(f"unknown message tag {tag!r}")
     try:
-        return entry[1].decode(_as_buffer(frames[1]))
+        return entry[1].decode(frame_buffer(frames[1]))
     except (msgspec.MsgspecError, ValueError, TypeError) as err:
         # ValueError includes UnicodeDecodeError: msgspec raises it for invalid UTF-8.
         raise wire.WireError(f"bad {entry[0].__name__} body: {err}") from None
 
 
-def _as_buffer(frame: Any) -> bytes | memoryview:
-    """Accept bytes, memoryview or zmq.Frame (received with copy=False)."""
+def frame_buffer(frame: Any) -> bytes | memoryview:
+    """The bytes of a frame: accept bytes, memoryview or zmq.Frame (received with copy=False)."""
     if isinstance(frame, bytes | memoryview):
         return frame
     buffer = getattr(frame, "buffer", None)

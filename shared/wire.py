@@ -8,7 +8,10 @@ chosen by the tag; nothing is ever unpickled.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
 
 
 class WireError(ValueError):
@@ -16,6 +19,17 @@ class WireError(ValueError):
 
 
 # ---------------------------------------------------------------- gateway side
+
+
+# The values a request may carry, declared once: the typed decode enforces them (a
+# Generate out of range never reaches the coordinator's engine), and the gateway's
+# request models take their ranges from here (services/gateway/protocol.py).
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs
+MAX_SEED = 2**63 - 1
+MAX_STOP_TOKEN_IDS = 1024
+
+TokenId = Annotated[int, Meta(ge=0)]
+NonEmptyText = Annotated[str, Meta(min_length=1)]
 
 
 class StructuredSpec(msgspec.Struct, omit_defaults=True):
@@ -36,21 +50,27 @@ class StructuredSpec(msgspec.Struct, omit_defaults=True):
 
 
 class SamplingSpec(msgspec.Struct, omit_defaults=True):
-    """User-facing sampling settings for one sequence (n is fanned out by the gateway)."""
+    """User-facing sampling settings for one sequence (n is fanned out by the gateway).
 
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    logprobs: int | None = None
+    Every field is a vLLM SamplingParams field of the same name and meaning (the
+    coordinator passes them on by name: services/coordinator/sampling.py), except
+    structured (vLLM's structured_outputs). Bounds that depend on the model (token
+    ids within the vocabulary, the context length) are checked by the coordinator.
+    """
+
+    max_tokens: Annotated[int, Meta(ge=1)]
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 1.0
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Meta(ge=-1)] = 0  # 0 or -1: off
+    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
+    seed: Annotated[int, Meta(ge=-MAX_SEED, le=MAX_SEED)] | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] = 1.0
+    logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS)] | None = None
     ignore_eos: bool = False
-    min_tokens: int = 0
-    stop_token_ids: list[int] = []
+    min_tokens: Annotated[int, Meta(ge=0)] = 0
+    stop_token_ids: Annotated[list[TokenId], Meta(max_length=MAX_STOP_TOKEN_IDS)] = []
     structured: StructuredSpec | None = None
 
 
@@ -58,7 +78,7 @@ class Generate(msgspec.Struct):
     """Gateway -> coordinator: start generating for one sequence."""
 
     request_id: str
-    prompt_token_ids: list[int]
+    prompt_token_ids: Annotated[list[TokenId], Meta(min_length=1)]
     sampling: SamplingSpec
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.coordinator.validation import RefusedGenerate
 from shared import wire
 from shared.curve import Peer
 
 MAX_IDENTITIES = 65_536
-GATEWAY_MESSAGES = (wire.Generate, wire.Abort, wire.StatusQuery)
+# A Generate the typed decode refused is still a Generate: only gateways may send one.
+GATEWAY_MESSAGES = (wire.Generate, RefusedGenerate, wire.Abort, wire.StatusQuery)
 STAGE_MESSAGES = (wire.Register, wire.Heartbeat, wire.Configured, wire.StepResult, wire.Leave)
 
 

@@ -16,9 +16,11 @@ from services.coordinator.engine_stats import EngineStats
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.micro_batch_control import Measure, wanted_micro_batches
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
+from services.coordinator.sampling import sampling_params
 from services.coordinator.scheduler import MicroBatchScheduler
-from services.coordinator.structured import structured_outputs_params, verify_structured
+from services.coordinator.structured import verify_structured
 from shared import wire
+from shared.context_length import context_length_error
 from shared.engine_settings import EngineSettings, build_vllm_config
 
 log = logging.getLogger("layerbus.coordinator")
@@ -27,37 +29,6 @@ log = logging.getLogger("layerbus.coordinator")
 RAISE_WINDOW_S = 5.0
 
 Send = Callable[[bytes, msgspec.Struct], None]
-
-
-def sampling_params(
-    spec: wire.SamplingSpec, generation_config: dict[str, Any], eos: int | None
-) -> Any:
-    """vLLM SamplingParams for a request, defaults filled as vLLM's own frontend does."""
-    from vllm.sampling_params import RequestOutputKind, SamplingParams
-
-    params = SamplingParams(
-        n=1,
-        temperature=spec.temperature,
-        top_p=spec.top_p,
-        top_k=spec.top_k,
-        min_p=spec.min_p,
-        seed=spec.seed,
-        presence_penalty=spec.presence_penalty,
-        frequency_penalty=spec.frequency_penalty,
-        repetition_penalty=spec.repetition_penalty,
-        max_tokens=spec.max_tokens,
-        min_tokens=spec.min_tokens,
-        logprobs=spec.logprobs,
-        ignore_eos=spec.ignore_eos,
-        stop_token_ids=list(spec.stop_token_ids),
-        output_kind=RequestOutputKind.DELTA,
-        detokenize=False,
-        structured_outputs=(
-            None if spec.structured is None else structured_outputs_params(spec.structured)
-        ),
-    )
-    params.update_from_generation_config(generation_config, eos)
-    return params
 
 
 def _logprobs(lp: Any, count: int) -> list[wire.TokenLogprob] | None:
@@ -373,11 +344,10 @@ class EngineHost:
             error = f"request id {rid!r} is already running"
         elif not msg.prompt_token_ids:
             error = "the prompt is empty"
-        elif len(msg.prompt_token_ids) + msg.sampling.max_tokens > self.max_model_len:
-            error = (
-                f"prompt ({len(msg.prompt_token_ids)} tokens) + max_tokens "
-                f"({msg.sampling.max_tokens}) exceeds max_model_len={self.max_model_len}"
-            )
+        elif too_long := context_length_error(
+            len(msg.prompt_token_ids), msg.sampling.max_tokens, self.max_model_len
+        ):
+            error = too_long
         elif self.link.failure is not None:
             error = self.link.failure
         if error is None:

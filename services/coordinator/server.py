@@ -23,7 +23,7 @@ from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
-from services.coordinator.validation import generate_error
+from services.coordinator.validation import RefusedGenerate, generate_error, refused_generate
 from shared import codec, curve, wire
 from shared.dropped import drop, export_zeros
 from shared.engine_settings import EngineSettings, config_dtype, model_num_layers
@@ -295,13 +295,18 @@ class CoordinatorServer:
 
     def _on_message(self, frames: list[Any]) -> None:
         identity = bytes(frames[0])
+        msg: msgspec.Struct | RefusedGenerate
         try:
             msg = codec.decode(frames[1:])
+        except wire.WireError as err:
+            refused = refused_generate(frames[1:], err)
+            if refused is None:
+                drop("coordinator", "malformed", str(err))
+                return
+            msg = refused  # out of range: answered below, never run
+        try:
             who = self.security.authorizer.principal(curve.user_id(frames[-1]))
             self.security.authorizer.check(identity, who, msg)
-        except wire.WireError as err:
-            drop("coordinator", "malformed", str(err))
-            return
         except Unauthorized as err:
             drop("coordinator", err.reason, str(err))
             return
@@ -319,13 +324,13 @@ class CoordinatorServer:
                 drop("coordinator", "step-result", f"step {msg.step_id}: {refusal}")
                 return
             self.link.resolve(msg)
-        elif isinstance(msg, wire.Generate | wire.Abort):
-            if isinstance(msg, wire.Generate):
+        elif isinstance(msg, wire.Generate | RefusedGenerate | wire.Abort):
+            if isinstance(msg, wire.Generate | RefusedGenerate):
                 # Before any answer: the gateway learns which incarnation holds it.
                 accepted = wire.Accepted([msg.request_id[:256]], self.incarnation)
                 self._send(identity, accepted)
             if self.host is None or not self.host.ready.is_set() or self.host.error:
-                if isinstance(msg, wire.Generate):
+                if isinstance(msg, wire.Generate | RefusedGenerate):
                     out = wire.RequestOutput(
                         request_id=msg.request_id,
                         token_ids=[],
@@ -334,20 +339,15 @@ class CoordinatorServer:
                     )
                     self._send(identity, wire.Outputs(items=[out]))
                 return
-            error = None
-            if isinstance(msg, wire.Generate):
-                error = generate_error(msg, self.security.generate_limits(self.host.max_model_len))
+            if isinstance(msg, wire.Abort):
+                self.host.commands.put((identity, msg))
+                return
+            if isinstance(msg, RefusedGenerate):
+                self._refuse(identity, msg.request_id, msg.error)
+                return
+            error = generate_error(msg, self.security.generate_limits(self.host.max_model_len))
             if error is not None:
-                assert isinstance(msg, wire.Generate)
-                drop("coordinator", "invalid", f"Generate: {error}")
-                out = wire.RequestOutput(
-                    request_id=msg.request_id[:256],
-                    token_ids=[],
-                    finish_reason="error",
-                    error=error,
-                    invalid=True,
-                )
-                self._send(identity, wire.Outputs(items=[out]))
+                self._refuse(identity, msg.request_id, error)
                 return
             self.host.commands.put((identity, msg))
         elif isinstance(msg, wire.StatusQuery):
@@ -368,6 +368,18 @@ class CoordinatorServer:
                 self._lost(record, f"left ({msg.reason})")
         else:
             log.warning("unexpected %s from %r", type(msg).__name__, identity)
+
+    def _refuse(self, identity: bytes, request_id: str, error: str) -> None:
+        """Answer a Generate the engine must not take: the request itself is at fault."""
+        drop("coordinator", "invalid", f"Generate: {error}")
+        out = wire.RequestOutput(
+            request_id=request_id[:256],
+            token_ids=[],
+            finish_reason="error",
+            error=error,
+            invalid=True,
+        )
+        self._send(identity, wire.Outputs(items=[out]))
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
         existing = self.registry.stages.get(msg.name)

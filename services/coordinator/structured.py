@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from shared import wire
@@ -25,18 +26,10 @@ def structured_outputs_params(spec: wire.StructuredSpec) -> Any:
             schema = orjson.loads(spec.json)
         except orjson.JSONDecodeError as err:
             raise ValueError(f"structured output JSON schema is not valid JSON: {err}") from None
+    fields = msgspec.structs.asdict(spec)
+    fields["json"] = schema
     try:
-        return StructuredOutputsParams(
-            json=schema,
-            regex=spec.regex,
-            choice=None if spec.choice is None else list(spec.choice),
-            grammar=spec.grammar,
-            json_object=spec.json_object,
-            structural_tag=spec.structural_tag,
-            disable_any_whitespace=spec.disable_any_whitespace,
-            disable_additional_properties=spec.disable_additional_properties,
-            whitespace_pattern=spec.whitespace_pattern,
-        )
+        return StructuredOutputsParams(**fields)
     except VLLMError as err:  # vLLM's validation errors are not ValueErrors
         raise ValueError(str(err)) from None
 

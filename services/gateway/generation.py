@@ -14,7 +14,7 @@ from services.gateway.coordinator_client import (
     OutputStream,
 )
 from services.gateway.errors import unavailable
-from services.gateway.sequence import SeqDelta, SequenceState, TokenTexts
+from services.gateway.sequence import SeqDelta, SequenceState, TextOptions, TokenTexts
 from shared import wire
 
 
@@ -46,8 +46,7 @@ class Generation:
         request_id: str,
         prompts: Sequence[PromptPlan],
         n: int,
-        stops: Sequence[str],
-        top_logprobs: int | None,
+        options: TextOptions,
     ) -> None:
         self.request_id = request_id
         self._client = client
@@ -64,7 +63,7 @@ class Generation:
                     sampling = msgspec.structs.replace(sampling, seed=sampling.seed + j)
                 self._messages.append(wire.Generate(sub_id, prompt.token_ids, sampling))
                 self.sequences.append(
-                    SequenceState(index, sub_id, tokens, prompt.token_ids, stops, top_logprobs)
+                    SequenceState(index, sub_id, tokens, prompt.token_ids, options)
                 )
         self.prompt_tokens = sum(len(p.token_ids) for p in prompts)
         self._by_id = {seq.request_id: seq for seq in self.sequences}

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,14 +25,16 @@ from services.gateway.protocol import (
     CompletionRequest,
     parse_request,
     require_model,
+    wire_param,
 )
-from services.gateway.sampling_defaults import pick
+from services.gateway.sampling_defaults import NEUTRAL, pick
 from services.gateway.settings import GatewaySettings
 from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
 from services.gateway.structured import structured_spec
 from services.gateway.tokenization import TemplateError, Tokenizer
 from services.gateway.tools import ToolExtractor, ToolPlan, plan_tools, tool_constraint
 from shared import wire
+from shared.context_length import context_length_error
 
 # Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
 CLIENT_CLOSED = 499
@@ -72,6 +75,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_WIRE_FIELDS = set(wire.SamplingSpec.__struct_fields__)
+
+
 def sampling_spec(
     req: ChatCompletionRequest | CompletionRequest,
     max_tokens: int,
@@ -80,34 +86,28 @@ def sampling_spec(
 ) -> wire.SamplingSpec:
     """The coordinator's view of the request's sampling parameters.
 
-    Fields the client left out take the model's generation_config values (`defaults`).
+    The request's fields that wire.SamplingSpec declares pass by name; those the client
+    left out take the model's generation_config values (`defaults`), then the wire's.
     """
-    defaults = defaults or {}
-    top_k = int(pick("top_k", req.top_k, defaults))
-    min_tokens = req.min_tokens or 0
+    fields = req.model_dump(include=_WIRE_FIELDS, exclude_none=True)
+    for name in NEUTRAL:
+        fields[name] = pick(name, fields.get(name), defaults or {})
+    top_k = int(fields["top_k"])
+    fields["top_k"] = 0 if top_k == -1 else top_k
+    min_tokens = fields.get("min_tokens", 0)
     if min_tokens > max_tokens:
         raise bad_request(
             f"min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})", "min_tokens"
         )
-    return wire.SamplingSpec(
-        max_tokens=max_tokens,
-        temperature=pick("temperature", req.temperature, defaults),
-        top_p=pick("top_p", req.top_p, defaults),
-        top_k=0 if top_k == -1 else top_k,
-        min_p=pick("min_p", req.min_p, defaults),
-        seed=req.seed,
-        presence_penalty=pick("presence_penalty", req.presence_penalty, defaults),
-        frequency_penalty=pick("frequency_penalty", req.frequency_penalty, defaults),
-        repetition_penalty=pick("repetition_penalty", req.repetition_penalty, defaults),
-        logprobs=req.num_top_logprobs(),
-        ignore_eos=bool(req.ignore_eos),
-        min_tokens=min_tokens,
-        stop_token_ids=list(req.stop_token_ids or []),
-        structured=(
-            tool_constraint(tool_plan)
-            or structured_spec(req.response_format, req.structured_outputs)
-        ),
+    fields["max_tokens"] = max_tokens
+    fields["logprobs"] = req.num_top_logprobs()
+    fields["structured"] = tool_constraint(tool_plan) or structured_spec(
+        req.response_format, req.structured_outputs
     )
+    try:
+        return msgspec.convert(fields, wire.SamplingSpec, strict=False)
+    except msgspec.ValidationError as err:
+        raise bad_request(str(err), param=wire_param(err)) from None
 
 
 def output_budget(
@@ -120,27 +120,14 @@ def output_budget(
 
     default_max_tokens (the model's max_new_tokens) caps a request that names no limit.
     """
-    prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
     requested = req.requested_max_tokens()
-    if prompt_len >= max_model_len or (
-        requested is not None and prompt_len + requested > max_model_len
-    ):
-        wanted = (
-            f"{prompt_len + requested} tokens ({prompt_len} in the prompt, "
-            f"{requested} for the completion)"
-            if requested
-            else f"{prompt_len} prompt tokens"
-        )
-        param = prompt_param
+    too_long = context_length_error(prompt_len, requested, max_model_len)
+    if too_long is not None:
+        param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
         if requested is not None and prompt_len < max_model_len:
             uses_mct = isinstance(req, ChatCompletionRequest) and req.max_completion_tokens
             param = "max_completion_tokens" if uses_mct else "max_tokens"
-        raise bad_request(
-            f"This model's maximum context length is {max_model_len} tokens; the request "
-            f"needs {wanted}. Shorten the prompt or lower max_tokens.",
-            param=param,
-            code="context_length_exceeded",
-        )
+        raise bad_request(too_long, param=param, code="context_length_exceeded")
     if requested is not None:
         return requested
     remaining = max_model_len - prompt_len
@@ -249,8 +236,7 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
             new_request_id("chatcmpl" if chat else "cmpl"),
             plans,
             n,
-            req.stop_strings(),
-            top_logprobs,
+            req,
         )
         gw.metrics.prompt_tokens.inc(gen.prompt_tokens)
         meta = shapes.ResponseMeta(gen.request_id, int(time.time()), settings.model_name)

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.errors import APIError, bad_request
-
-MAX_LOGPROBS = 20
+from shared import wire
 
 log = logging.getLogger("layerbus.gateway")
+
+
+def _bounds(kind: Any) -> dict[str, Any]:
+    """Pydantic constraints equal to one msgspec type's Meta (numbers, lengths)."""
+    if isinstance(kind, msgspec.inspect.UnionType):
+        inner = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return _bounds(inner[0]) if len(inner) == 1 else {}
+    names = ("gt", "ge", "lt", "le", "min_length", "max_length")
+    return {n: v for n in names if (v := getattr(kind, n, None)) is not None}
+
+
+_SPEC_INFO = msgspec.inspect.type_info(wire.SamplingSpec)
+assert isinstance(_SPEC_INFO, msgspec.inspect.StructType)
+_WIRE_BOUNDS = {f.name: _bounds(f.type) for f in _SPEC_INFO.fields}
+
+
+def wire_field(name: str, default: Any = None) -> Any:
+    """A request field with the bounds shared.wire.SamplingSpec declares for `name`."""
+    return Field(default, **_WIRE_BOUNDS[name])
 
 
 class _Lenient(BaseModel):
@@ -84,20 +104,20 @@ class SamplingRequest(_Lenient):
     """Fields shared by chat and completion bodies; owned by one request's task."""
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = None
+    max_tokens: int | None = wire_field("max_tokens")
+    temperature: float | None = wire_field("temperature")
+    top_p: float | None = wire_field("top_p")
+    top_k: int | None = wire_field("top_k")
+    min_p: float | None = wire_field("min_p")
+    seed: int | None = wire_field("seed")
     stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[int] | None = wire_field("stop_token_ids")
     n: int | None = Field(None, ge=1)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    presence_penalty: float | None = wire_field("presence_penalty")
+    frequency_penalty: float | None = wire_field("frequency_penalty")
+    repetition_penalty: float | None = wire_field("repetition_penalty")
     ignore_eos: bool | None = False
-    min_tokens: int | None = Field(None, ge=0)
+    min_tokens: int | None = wire_field("min_tokens")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -160,9 +180,9 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = wire_field("max_tokens")
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: int | None = wire_field("logprobs")
     add_generation_prompt: bool = True
 
     def requested_max_tokens(self) -> int | None:
@@ -229,7 +249,7 @@ class CompletionRequest(SamplingRequest):
     """Body of POST /v1/completions; owned by one request's task."""
 
     prompt: PromptInput
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    logprobs: int | None = wire_field("logprobs")
     echo: bool | None = False
 
     def num_top_logprobs(self) -> int | None:
@@ -304,6 +324,12 @@ def parse_request(body: bytes, model: type[Req]) -> Req:
         raise bad_request(f"{where}{first['msg']}", param=param) from None
     request.check()
     return request
+
+
+def wire_param(err: msgspec.ValidationError) -> str | None:
+    """The parameter a wire.SamplingSpec validation error names (`$.logit_bias` -> logit_bias)."""
+    match = re.search(r"`\$\.(\w+)", str(err))
+    return match.group(1) if match else None
 
 
 def require_model(requested: str | None, served: str, aliases: Sequence[str] = ()) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.gateway.detokenizer import IncrementalDetokenizer
-from services.gateway.stop_strings import StopStringMatcher
+from services.gateway.stop_strings import StopOptions, StopStringMatcher
 from shared import wire
 
 # JSON has no -inf; vLLM reports impossible tokens with this value too.
@@ -17,9 +17,17 @@ MIN_LOGPROB = -9999.0
 class TokenTexts(Protocol):
     """What a sequence needs from the tokenizer (called on the event loop)."""
 
+    eos_token_id: int | None
+
     def decode(self, token_ids: Sequence[int]) -> str: ...
     def token_text(self, token_id: int) -> str: ...
     def token_bytes(self, token_id: int) -> bytes: ...
+
+
+class TextOptions(StopOptions, Protocol):
+    """What of a request shapes its choices' text (the request model is one); read-only."""
+
+    def num_top_logprobs(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -62,15 +70,14 @@ class SequenceState:
         request_id: str,
         tokens: TokenTexts,
         prompt_token_ids: Sequence[int],
-        stops: Sequence[str],
-        top_logprobs: int | None,
+        options: TextOptions,
     ) -> None:
         self.index = index
         self.request_id = request_id
         self._tokens = tokens
         self._detok = IncrementalDetokenizer(tokens.decode, prompt_token_ids)
-        self._stops = StopStringMatcher(stops)
-        self._top_logprobs = top_logprobs
+        self._stops = StopStringMatcher.of(options)
+        self._top_logprobs = options.num_top_logprobs()
         self._pending: list[LogprobEntry] = []
         self.num_tokens = 0
         self.token_ids: list[int] = []

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
+
+
+class StopOptions(Protocol):
+    """What of a request shapes its stop strings (the request model is one); read-only."""
+
+    def stop_strings(self) -> list[str]: ...
 
 
 class StopStringMatcher:
@@ -17,6 +24,11 @@ class StopStringMatcher:
         self.text = ""
         self._emitted = 0
         self.stopped = False
+
+    @classmethod
+    def of(cls, options: StopOptions) -> StopStringMatcher:
+        """The matcher for one sequence of a request."""
+        return cls(options.stop_strings())
 
     def push(self, delta: str, final: bool = False) -> str:
         """Append generated text; return what may be sent now.

@@ -8,6 +8,7 @@ and the last stage; the gateway only checks the shape of the request.
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 
 from services.gateway.errors import bad_request
@@ -18,18 +19,11 @@ _CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object", "structural
 
 
 def _from_extension(ext: StructuredOutputs) -> wire.StructuredSpec:
-    schema = ext.json_
-    return wire.StructuredSpec(
-        json=None if schema is None else (schema if isinstance(schema, str) else _dumps(schema)),
-        regex=ext.regex,
-        choice=ext.choice,
-        grammar=ext.grammar,
-        json_object=ext.json_object,
-        structural_tag=ext.structural_tag,
-        disable_any_whitespace=ext.disable_any_whitespace,
-        disable_additional_properties=ext.disable_additional_properties,
-        whitespace_pattern=ext.whitespace_pattern,
-    )
+    fields = ext.model_dump(by_alias=True)
+    schema = fields["json"]
+    if schema is not None and not isinstance(schema, str):
+        fields["json"] = _dumps(schema)
+    return msgspec.convert(fields, wire.StructuredSpec)
 
 
 def _dumps(schema: object) -> str:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from services.gateway.sequence import MIN_LOGPROB, SequenceState
 from services.gateway.tokenization import Tokenizer
 from shared import wire
+
+
+@dataclass
+class Options:
+    """The text options of a request (sequence.TextOptions), as a test sets them."""
+
+    stops: list[str] = field(default_factory=list)
+    top_logprobs: int | None = None
+
+    def stop_strings(self) -> list[str]:
+        return self.stops
+
+    def num_top_logprobs(self) -> int | None:
+        return self.top_logprobs
 
 
 def ids(tokenizer: Tokenizer, text: str) -> list[int]:
@@ -16,7 +32,7 @@ def out(rid: str, tokens: list[int], **kw: object) -> wire.RequestOutput:
 
 
 def test_streams_text_and_finishes_with_the_coordinator_reason(tokenizer: Tokenizer) -> None:
-    seq = SequenceState(0, "r-0", tokenizer, [], stops=[], top_logprobs=None)
+    seq = SequenceState(0, "r-0", tokenizer, [], Options())
     tokens = ids(tokenizer, "Hi 😀!")
     deltas = [seq.process(out("r-0", [t])) for t in tokens[:-1]]
     last = seq.process(out("r-0", tokens[-1:], finish_reason="length"))
@@ -26,7 +42,7 @@ def test_streams_text_and_finishes_with_the_coordinator_reason(tokenizer: Tokeni
 
 
 def test_stop_string_truncates_and_marks_the_sequence(tokenizer: Tokenizer) -> None:
-    seq = SequenceState(0, "r-0", tokenizer, [], stops=[" world"], top_logprobs=None)
+    seq = SequenceState(0, "r-0", tokenizer, [], Options([" world"]))
     texts = [seq.process(out("r-0", [t])).text for t in ids(tokenizer, "hello world again")]
     assert "".join(texts) == "hello"
     assert seq.text == "hello"
@@ -36,15 +52,15 @@ def test_stop_string_truncates_and_marks_the_sequence(tokenizer: Tokenizer) -> N
 
 
 def test_error_and_abort_outputs_become_errors(tokenizer: Tokenizer) -> None:
-    failed = SequenceState(0, "a", tokenizer, [], [], None)
+    failed = SequenceState(0, "a", tokenizer, [], Options())
     delta = failed.process(out("a", [], finish_reason="error", error="stage 1 died"))
     assert delta.error == "stage 1 died" and failed.finished
-    aborted = SequenceState(0, "b", tokenizer, [], [], None)
+    aborted = SequenceState(0, "b", tokenizer, [], Options())
     assert aborted.process(out("b", [], finish_reason="abort")).error is not None
 
 
 def test_logprobs_carry_token_text_bytes_and_top_candidates(tokenizer: Tokenizer) -> None:
-    seq = SequenceState(0, "r", tokenizer, [], [], top_logprobs=1)
+    seq = SequenceState(0, "r", tokenizer, [], Options(top_logprobs=1))
     emoji = ids(tokenizer, "😀")
     head, tail = emoji[:-1], emoji[-1]
     assert head  # the emoji spans several tokens
@@ -62,8 +78,8 @@ def test_logprobs_carry_token_text_bytes_and_top_candidates(tokenizer: Tokenizer
 
 
 def test_a_refused_request_is_the_clients_fault(tokenizer: Tokenizer) -> None:
-    refused = SequenceState(0, "a", tokenizer, [], [], None)
+    refused = SequenceState(0, "a", tokenizer, [], Options())
     delta = refused.process(out("a", [], finish_reason="error", error="top_k", invalid=True))
     assert delta.error == "top_k" and delta.invalid
-    failed = SequenceState(0, "b", tokenizer, [], [], None)
+    failed = SequenceState(0, "b", tokenizer, [], Options())
     assert not failed.process(out("b", [], finish_reason="error", error="stage died")).invalid

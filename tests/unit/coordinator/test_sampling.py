@@ -1,0 +1,57 @@
+"""wire.SamplingSpec -> vLLM SamplingParams: every wire field reaches vLLM by name."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from services.coordinator.sampling import sampling_params
+from shared import wire
+
+vllm_sampling = pytest.importorskip("vllm.sampling_params")
+
+SPEC = wire.SamplingSpec(
+    max_tokens=9,
+    temperature=0.5,
+    top_p=0.8,
+    top_k=7,
+    min_p=0.1,
+    seed=3,
+    presence_penalty=0.2,
+    frequency_penalty=-0.2,
+    repetition_penalty=1.2,
+    logprobs=2,
+    ignore_eos=True,
+    min_tokens=1,
+    stop_token_ids=[4, 5],
+)
+
+
+def test_every_wire_field_is_a_sampling_params_field_of_the_same_name() -> None:
+    fields = set(wire.SamplingSpec.__struct_fields__) - {"structured"}
+    missing = fields - set(vllm_sampling.SamplingParams.__struct_fields__)
+    assert not missing, f"vLLM SamplingParams has no field(s) {missing}: rename on the wire"
+
+
+def test_values_reach_vllm_unchanged() -> None:
+    params = sampling_params(SPEC, {}, eos=None)
+    for name, value in msgspec.structs.asdict(SPEC).items():
+        if name != "structured":
+            assert getattr(params, name) == value, f"SamplingParams.{name} changed on the way"
+    assert params.n == 1 and not params.detokenize
+    assert params.output_kind == vllm_sampling.RequestOutputKind.DELTA
+
+
+def test_generation_config_and_eos_are_applied_as_vllm_does() -> None:
+    params = sampling_params(wire.SamplingSpec(max_tokens=4), {"eos_token_id": [2, 9]}, eos=2)
+    # vLLM's update_from_generation_config: extra eos ids become stop tokens.
+    assert 9 in params.all_stop_token_ids and params.eos_token_id == 2
+
+
+def test_structured_spec_becomes_structured_outputs_params() -> None:
+    schema = wire.StructuredSpec(json='{"type": "object"}')
+    spec = wire.SamplingSpec(max_tokens=4, structured=schema)
+    params = sampling_params(spec, {}, eos=None)
+    assert params.structured_outputs.json == {"type": "object"}
+    spec = wire.SamplingSpec(max_tokens=4, structured=wire.StructuredSpec(choice=["a", "b"]))
+    assert sampling_params(spec, {}, eos=None).structured_outputs.choice == ["a", "b"]

@@ -1,0 +1,51 @@
+"""The wire contract: the typed decode refuses values out of the declared ranges."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import codec, wire
+
+
+def generate_frames(prompt: list[int] | None = None, **sampling: object) -> list[bytes]:
+    spec = wire.SamplingSpec(**{"max_tokens": 8, **sampling})  # type: ignore[arg-type]
+    return codec.encode(wire.Generate("r-1", [1, 2, 3] if prompt is None else prompt, spec))
+
+
+def test_values_in_range_decode() -> None:
+    msg = codec.decode(generate_frames(temperature=0.0, top_k=-1, logprobs=20, seed=-5))
+    assert isinstance(msg, wire.Generate) and msg.sampling.top_k == -1
+
+
+@pytest.mark.parametrize(
+    ("frames", "field"),
+    [
+        (generate_frames([]), "prompt_token_ids"),
+        (generate_frames([-1]), "prompt_token_ids"),
+        (generate_frames(top_k=-9), "top_k"),
+        (generate_frames(temperature=-1.0), "temperature"),
+        (generate_frames(temperature=2.5), "temperature"),
+        (generate_frames(temperature=float("nan")), "temperature"),
+        (generate_frames(temperature=float("inf")), "temperature"),
+        (generate_frames(top_p=0.0), "top_p"),
+        (generate_frames(min_p=2.0), "min_p"),
+        (generate_frames(repetition_penalty=0.0), "repetition_penalty"),
+        (generate_frames(presence_penalty=3.0), "presence_penalty"),
+        (generate_frames(frequency_penalty=-3.0), "frequency_penalty"),
+        (generate_frames(max_tokens=0), "max_tokens"),
+        (generate_frames(min_tokens=-1), "min_tokens"),
+        (generate_frames(logprobs=21), "logprobs"),
+        (generate_frames(seed=2**63), "seed"),
+        (generate_frames(stop_token_ids=[-2]), "stop_token_ids"),
+        (generate_frames(stop_token_ids=[1] * (wire.MAX_STOP_TOKEN_IDS + 1)), "stop_token_ids"),
+    ],
+)
+def test_out_of_range_values_are_refused_by_name(frames: list[bytes], field: str) -> None:
+    with pytest.raises(wire.WireError) as err:
+        codec.decode(frames)
+    assert f"$.{field}" in str(err.value) or f"$.sampling.{field}" in str(err.value)
+
+
+def test_message_type_names_the_tag() -> None:
+    assert codec.message_type(generate_frames()) is wire.Generate
+    assert codec.message_type([b"\xff", b""]) is None
