@@ -17,7 +17,7 @@ from services.coordinator.placement import (
 )
 
 USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR] [--dtype DTYPE]
-                     [--kv-tokens N] [--prefill-share X] [--json]
+                     [--kv-tokens N] [--prompt-ratio R] [--json]
 
   --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,link-ms=L]
                      [,layers=START:END]  (repeat for each stage)
@@ -27,12 +27,14 @@ USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR]
   --model DIR        the model (default: LAYERBUS_MODEL, else the bundled one)
   --dtype DTYPE      weights and KV cache dtype (default: this host's, as a stage would run)
   --kv-tokens N      KV cache tokens every stage holds for its layers (default: --max-model-len)
-  --prefill-share X  share of steps that are prefill-sized (default 0.5)
+  --prompt-ratio R   prompt tokens per generated token in the workload (default 1.0)
   --json             print the plan as JSON
 
 decode-ms / prefill-ms: one decoder layer's forward at decode and prefill size on that stage
 (measured by `layerbus probe`); give them for every stage or for none (equal speeds).
 link-ms: what each step spends on the stage's link (its round trip to the coordinator).
+step ms: a stage's predicted time for one decode step of the probe's size (16 sequences)
+plus its share of prefill chunks, the LM head on the last stage, and its link.
 """
 
 KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "link_ms", "layers", "device")
@@ -184,6 +186,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `layerbus plan`; 0 with a plan printed, 1 when none exists, 2 on bad input."""
     from services.cli import build, parse_flags
     from services.coordinator.model_profile import profile_from_folder
+    from services.stage.capacity import prefill_weight
     from shared.engine_settings import EngineSettings
 
     if "--help" in argv or "-h" in argv:
@@ -192,7 +195,7 @@ def main(argv: list[str]) -> int:
     specs, rest = split_repeated(argv, "--stage")
     files, rest = split_repeated(rest, "--stages")
     flags = parse_flags(rest, frozenset({"json"}))
-    known = {"model", "dtype", "kv_tokens", "prefill_share", "json"}
+    known = {"model", "dtype", "kv_tokens", "prompt_ratio", "json"}
     unknown = sorted(set(flags) - known)
     if unknown or None in specs or None in files:
         problem = f"unknown setting(s) {unknown}" if unknown else "--stage(s) without a value"
@@ -210,9 +213,8 @@ def main(argv: list[str]) -> int:
         model = profile_from_folder(engine.resolved_model(), dtype)
         kv_tokens = int(flags.get("kv_tokens", engine.max_model_len))
         stages = [capacity_of(item, model.num_layers) for item in items]
-        placement = plan(
-            model, stages, kv_tokens=kv_tokens, prefill_share=float(flags.get("prefill_share", 0.5))
-        )
+        weight = prefill_weight(float(flags.get("prompt_ratio", 1.0)))
+        placement = plan(model, stages, kv_tokens=kv_tokens, prefill_weight=weight)
     except PlacementError as err:
         print(f"layerbus plan: {err}", file=sys.stderr)
         return 1

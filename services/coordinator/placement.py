@@ -1,12 +1,12 @@
 """Placement: which stage serves which contiguous layer range (pure logic, no sockets).
 
 The pipeline runs at the pace of its slowest stage, so the planner minimises the
-largest predicted time per step (a stage's compute for its layers, plus the LM
-head on the last stage, plus its link) subject to every stage's memory (weights
-of its layers, the embeddings on the first stage, the LM head on the last, and a
-KV cache of `kv_tokens` tokens for each of its layers). Pinned ranges (`--layers`)
-are kept as given; the other stages fill the gaps between them, and stages the
-plan does not need become standbys.
+largest predicted time per step (a stage's compute for its layers at decode and
+prefill sizes, plus the LM head on the last stage, plus its link) subject to every
+stage's memory (weights of its layers, the embeddings on the first stage, the LM
+head on the last, and a KV cache of `kv_tokens` tokens for each of its layers).
+Pinned ranges (`--layers`) are kept as given; the other stages fill the gaps
+between them, and stages the plan does not need become standbys.
 
 Method: the smallest feasible bound T is found by bisection over the finitely many
 times a stage can have. Feasibility at T is a search over subsets of the unpinned
@@ -109,18 +109,18 @@ class Placement:
 class _Costs:
     """Time and memory of a stage for n layers at a chain position (pure; one plan)."""
 
-    def __init__(self, model: ModelProfile, kv_tokens: int, prefill_share: float) -> None:
+    def __init__(self, model: ModelProfile, kv_tokens: int, prefill_weight: float) -> None:
         self.model = model
         self.per_layer_bytes = model.layer_bytes + kv_tokens * model.kv_bytes_per_token
-        self.prefill_share = prefill_share
+        self.prefill_weight = prefill_weight
 
     def layer_s(self, s: StageCapacity) -> float:
-        return (1 - self.prefill_share) * s.decode_s + self.prefill_share * s.prefill_s
+        return s.decode_s + self.prefill_weight * s.prefill_s
 
     def head_s(self, s: StageCapacity) -> float:
         # The head runs on sampled tokens: every token of a decode step, one per
         # sequence of a prefill chunk (negligible beside the chunk's layers).
-        return self.model.head_layers * s.decode_s * (1 - self.prefill_share)
+        return self.model.head_layers * s.decode_s
 
     def time(self, s: StageCapacity, n: int, last: bool) -> float:
         return n * self.layer_s(s) + (self.head_s(s) if last else 0.0) + s.link_s
@@ -148,22 +148,24 @@ def plan(
     stages: list[StageCapacity],
     *,
     kv_tokens: int,
-    prefill_share: float = 0.5,
+    prefill_weight: float,
 ) -> Placement:
     """The chain that covers every layer and minimises the slowest stage's step time.
 
-    kv_tokens: tokens of KV cache each stage must hold for each of its layers (the
-    coordinator gives every stage the same block count). prefill_share: the share
-    of steps that are prefill-sized (0.5: prompts about as long as the outputs).
-    Raises PlacementError naming the missing layers and memory when no plan exists.
+    A step is one decode-sized forward plus `prefill_weight` prefill-sized ones: the
+    workload's prefill chunks per decode step (services/stage/capacity.py derives it
+    from the probe's sizes and the ratio of prompt to generated tokens). kv_tokens:
+    tokens of KV cache each stage must hold for each of its layers (the coordinator
+    gives every stage the same block count). Raises PlacementError naming the
+    missing layers and memory when no plan exists.
     """
-    if not 0 <= prefill_share <= 1:
-        raise PlacementError(f"prefill share must be in [0, 1], got {prefill_share}")
+    if prefill_weight < 0:
+        raise PlacementError(f"prefill weight must be >= 0, got {prefill_weight}")
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise PlacementError(f"stage names must be unique; repeated: {', '.join(dup)}")
-    costs = _Costs(model, kv_tokens, prefill_share)
+    costs = _Costs(model, kv_tokens, prefill_weight)
     pinned, standby = _pinned(model, costs, [s for s in stages if s.pinned is not None])
     free = [s for s in stages if s.pinned is None]
     gaps = _gaps(model.num_layers, pinned)

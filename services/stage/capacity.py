@@ -13,12 +13,30 @@ from typing import Any
 from shared.platform_defaults import DEFAULT_GPU_MEMORY_UTILIZATION, Platform
 
 GIB = 1 << 30
+# The speed probe's sizes (services/stage/speed_probe.py). Decode: this many sequences,
+# one new token each, attending to this many past tokens. Prefill: one chunk of this
+# many tokens (the engine's default max_num_batched_tokens).
+DECODE_BATCH = 16
+DECODE_CONTEXT = 256
+PREFILL_TOKENS = 512
 # A CPU stage shares its host: by default it offers this share of the available memory.
 CPU_MEMORY_SHARE = 0.9
 
 
 class CapacityError(ValueError):
     """A stage with no memory to offer, with the setting that changes it."""
+
+
+def prefill_weight(prompt_ratio: float) -> float:
+    """Prefill-sized forwards per decode-sized one, at the probe's sizes.
+
+    Each generated token comes with `prompt_ratio` prompt tokens (1.0: prompts as
+    long as outputs); a decode step generates DECODE_BATCH tokens, so it brings
+    DECODE_BATCH * prompt_ratio prompt tokens, PREFILL_TOKENS to a chunk.
+    """
+    if prompt_ratio < 0:
+        raise ValueError(f"the prompt ratio must be >= 0, got {prompt_ratio}")
+    return prompt_ratio * DECODE_BATCH / PREFILL_TOKENS
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-# Decode: this many sequences, one new token each, attending to this many past tokens.
-DECODE_BATCH = 16
-DECODE_CONTEXT = 256
-# Prefill: one chunk of this many tokens (the engine's default max_num_batched_tokens).
-PREFILL_TOKENS = 512
+from services.stage.capacity import DECODE_BATCH, DECODE_CONTEXT, PREFILL_TOKENS
+
 REPEATS = 5
 
 

@@ -14,6 +14,7 @@ from services.stage.capacity import (
     StageOffer,
     available_host_memory,
     memory_budget,
+    prefill_weight,
     probe_capacity,
 )
 
@@ -68,3 +69,11 @@ def test_the_probe_measures_this_cpu_with_the_bundled_model() -> None:
     assert offer.device.startswith("cpu")
     assert offer.memory == MemoryBudget(int(1.5 * GIB), "--memory-gb 1.5")
     assert 0 < offer.decode_s < offer.prefill_s
+
+
+def test_equal_prompts_and_outputs_bring_one_prefill_chunk_per_32_decode_steps() -> None:
+    # 16 generated tokens a decode step, 16 prompt tokens with them, 512 to a chunk.
+    assert prefill_weight(1.0) == 16 / 512
+    assert prefill_weight(4.0) == 4 * 16 / 512
+    with pytest.raises(ValueError, match="prompt ratio must be >= 0"):
+        prefill_weight(-1)
