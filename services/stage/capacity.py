@@ -107,16 +107,20 @@ class StageOffer:
     memory: MemoryBudget
     decode_s: float  # one decoder layer at decode size
     prefill_s: float  # one decoder layer at prefill size
+    link_s: float | None = None  # round trip to the coordinator, when measured
 
     def plan_item(self, name: str) -> dict[str, Any]:
         """The stage object `layerbus plan --stages` reads."""
-        return {
+        item = {
             "name": name,
             "device": self.device,
             "memory_gb": round(self.memory.bytes / GIB, 3),
             "decode_ms": round(self.decode_s * 1000, 4),
             "prefill_ms": round(self.prefill_s * 1000, 4),
         }
+        if self.link_s is not None:
+            item["link_ms"] = round(self.link_s * 1000, 4)
+        return item
 
 
 def device_memory(platform: Platform) -> tuple[str, int, int]:

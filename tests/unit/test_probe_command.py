@@ -45,3 +45,45 @@ def test_unknown_settings_are_refused(capsys: pytest.CaptureFixture[str]) -> Non
     code, _, err = run(["probe", "--layers", "0:3"], capsys)
     assert code == 2
     assert "unknown setting(s) ['layers']" in err
+
+
+def test_with_a_coordinator_the_probe_times_the_link(capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    import zmq
+
+    from shared import codec, wire
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if router.poll(50):
+                identity, *frames = router.recv_multipart()
+                query = codec.decode(frames)
+                assert isinstance(query, wire.StatusQuery)
+                reply = wire.Status(
+                    nonce=query.nonce,
+                    ready=True,
+                    model="m",
+                    max_model_len=1,
+                    num_layers=1,
+                    stages=[],
+                )
+                router.send_multipart([identity, *codec.encode(reply)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        argv = ["probe", "--memory-gb", "1", "--coordinator", f"tcp://127.0.0.1:{port}"]
+        code, out, _ = run(argv, capsys)
+    finally:
+        stop.set()
+        thread.join()
+        router.close(0)
+        ctx.term()
+    assert code == 0
+    assert json.loads(out)["link_ms"] > 0
