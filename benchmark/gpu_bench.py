@@ -1,28 +1,46 @@
-"""layerbus on one GPU host against single-process vLLM on the same GPU.
+"""layerbus against `vllm serve` on one GPU host (or, in --smoke, on this CPU).
 
-Runs where the wheels of benchmark/gpu_bundle.sh are installed (docs/gpu.md):
-1. greedy equality: 8 prompts, single-process vLLM (LLM, one prompt at a time)
-   against layerbus (coordinator + 2 stages on the GPU + gateway);
-2. `vllm bench serve` at each concurrency against layerbus, then against
-   single-process `vllm serve` on one GPU.
-Writes summary.json (and every log) under --output-dir; each phase's error is
-recorded and the next phase still runs.
+For a model folder (by default a config-only Llama-3-8B-shaped folder written by
+benchmark/model_shapes.py, served with --load-format dummy), one phase each, in order:
+  baseline           greedy texts of single-process vLLM with the stages' settings
+                     (benchmark/greedy_baseline.py), 8 prompts, one at a time;
+  vllm-default       `vllm serve` with its defaults;
+  layerbus-1         layerbus, one stage on cuda:0;
+  layerbus-2-shared  layerbus, two stages sharing cuda:0 (--shared-gpu-util each);
+  with --gpus N > 1: layerbus-N-gpus (one stage per GPU, --device cuda:i), vllm-ppN and
+                     vllm-tpN (`vllm serve --pipeline-parallel-size/--tensor-parallel-size N`).
+Every system is loaded by `vllm bench serve` (random --input-len in / --output-len out) at
+each --concurrency; every layerbus system first answers the 8 greedy prompts, compared with
+the baseline. Every phase is bounded by --phase-timeout-s; its error is recorded in
+summary.json and the next phase still runs. Writes summary.json and summary.md (ratios vs
+`vllm serve` defaults) under --output-dir, rewritten after every step, and every log.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 import traceback
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmark import gpu_report
+from benchmark.gpu_systems import (
+    BenchEngine,
+    LayerbusSystem,
+    Platform,
+    System,
+    start,
+    systems_for,
+)
 from benchmark.load import Load, run_load
-from benchmark.processes import Children, child_env, free_port
+from benchmark.processes import child_env
 
 PROMPTS = [
     "The capital of France is",
@@ -34,232 +52,289 @@ PROMPTS = [
     "The three laws of thermodynamics are",
     "Translate to German: good morning, my friend.",
 ]
-NAME = "smollm2"
-BASELINE = """
-import json, os, sys
-os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the runner layerbus stages use
-from vllm import LLM, SamplingParams
-from shared.platform_defaults import choose
-model, max_tokens, util, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-c = choose("cuda")
-llm = LLM(model=model, dtype=c.dtype, gpu_memory_utilization=util, max_model_len=2048,
-          enforce_eager=c.enforce_eager, compilation_config=c.compilation, seed=0)
-params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-texts = [llm.generate([p], params, use_tqdm=False)[0].outputs[0].text
-         for p in json.loads(sys.stdin.read())]
-open(out, "w").write(json.dumps(texts))
-"""
 
 
-def _post(url: str, body: dict[str, Any]) -> Any:
+class Deadline:
+    """Seconds left of one phase's budget; used by the bench's main thread."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.end = clock() + seconds
+
+    def left(self, at_most: float | None = None) -> float:
+        """Seconds left (never below 1, so a subprocess timeout stays valid), capped."""
+        left = max(1.0, self.end - self.clock())
+        return left if at_most is None else min(left, at_most)
+
+    def expired(self) -> bool:
+        return self.clock() >= self.end
+
+
+class Summary:
+    """summary.json and summary.md, rewritten after every step; main thread only."""
+
+    def __init__(self, out: Path, settings: dict[str, Any]) -> None:
+        self.out = out
+        self.data: dict[str, Any] = {
+            "settings": settings,
+            "labels": {},
+            "loads": {},
+            "ready_s": {},
+            "greedy": {},
+            "greedy_diff": {},
+            "errors": {},
+            "phase_s": {},
+        }
+
+    def save(self) -> None:
+        self.data["ratios_vs_vllm_default"] = gpu_report.ratios(self.data)
+        (self.out / "summary.json").write_text(json.dumps(self.data, indent=1))
+        (self.out / "summary.md").write_text(gpu_report.markdown(self.data))
+
+    def phase(self, name: str, seconds: float, fn: Callable[[Deadline], None]) -> None:
+        """Run one phase under its deadline; record its error and duration, never raise."""
+        started = time.monotonic()
+        try:
+            fn(Deadline(seconds))
+        except Exception:
+            self.error(name, traceback.format_exc())
+        self.data["phase_s"][name] = round(time.monotonic() - started, 1)
+        self.save()
+
+    def error(self, name: str, text: str) -> None:
+        self.data["errors"][name] = text[-3000:]
+        print(f"{name} FAILED\n{text[-3000:]}", flush=True)
+        self.save()
+
+
+def _post(url: str, body: dict[str, Any], timeout: float) -> Any:
     req = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=120) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
-def _layerbus(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+def greedy_texts(
+    url: str, name: str, prompts: list[list[int]], max_tokens: int, deadline: Deadline
+) -> list[str]:
+    """Each prompt (token ids) on its own through the OpenAI completions API, greedy."""
+    texts = []
+    for ids in prompts:
+        body = {"model": name, "prompt": ids, "max_tokens": max_tokens}
+        body |= {"temperature": 0, "ignore_eos": True}
+        texts.append(_post(url + "/v1/completions", body, deadline.left(120))["choices"][0]["text"])
+    return texts
 
 
-def start_layerbus(model: str, util: float, log_dir: Path, timeout: float) -> tuple[str, Children]:
-    """Coordinator, two stages on cuda:0 (half the layers each) and a gateway."""
-    children = Children(log_dir)
-    env = child_env(
-        {
-            "LAYERBUS_MODEL": model,
-            "LAYERBUS_MAX_NUM_SEQS": "128",
-            "LAYERBUS_MAX_NUM_BATCHED_TOKENS": "2048",
-        }
+def compare(got: list[str], expected: list[str]) -> tuple[str, list[list[str]]]:
+    """'k/n' equal, and the [got, expected] pairs that differ."""
+    pairs = list(zip(got, expected, strict=True))
+    equal = sum(a == b for a, b in pairs)
+    return f"{equal}/{len(pairs)}", [[a, b] for a, b in pairs if a != b]
+
+
+def gpu_processes() -> list[str]:
+    """PIDs of processes holding a GPU now (empty without nvidia-smi)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    proc = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
-    coordinator = f"tcp://127.0.0.1:{free_port()}"
-    children.spawn("coordinator", _layerbus(["coordinator", "--bind", coordinator]), env)
-    for layers in ("0:15", "15:30"):
-        args = [
-            "stage",
-            "--layers",
-            layers,
-            "--coordinator",
-            coordinator,
-            "--bind",
-            f"tcp://127.0.0.1:{free_port()}",
-            "--device",
-            "cuda:0",
-            "--gpu-memory-utilization",
-            str(util),
-        ]
-        children.spawn(f"stage-{layers.replace(':', '-')}", _layerbus(args), env)
-    port = free_port()
-    children.spawn(
-        "gateway",
-        _layerbus(
-            [
-                "gateway",
-                "--port",
-                str(port),
-                "--coordinator",
-                coordinator,
-                "--model",
-                model,
-                "--served-model-name",
-                NAME,
-                "--max-running-requests",
-                "512",
-            ]
-        ),
-        env,
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def wait_gpu_released(timeout: float) -> None:
+    """Wait until no process holds GPU memory, so the next system gets all of it."""
+    deadline = time.monotonic() + timeout
+    while gpu_processes() and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def device_name(platform: Platform) -> str:
+    if platform != "cuda" or not shutil.which("nvidia-smi"):
+        return platform.upper()
+    proc = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
-    url = f"http://127.0.0.1:{port}"
-    children.wait_http(url + "/health", timeout, "coordinator")
-    return url, children
+    names = [n.strip() for n in proc.stdout.splitlines() if n.strip()]
+    return f"{len(names)} × {names[0]}" if names else "CUDA"
 
 
-def start_vllm(model: str, util: float, log_dir: Path, timeout: float) -> tuple[str, Children]:
-    children = Children(log_dir)
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmark.vllm_cli",
-        "serve",
-        model,
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--served-model-name",
-        NAME,
-        "--dtype",
-        "bfloat16",
-        "--max-model-len",
-        "2048",
-        "--max-num-seqs",
-        "128",
-        "--max-num-batched-tokens",
-        "2048",
-        "--gpu-memory-utilization",
-        str(util),
-        "--seed",
-        "0",
-    ]
-    children.spawn("vllm-serve", cmd, child_env())
-    url = f"http://127.0.0.1:{port}"
-    children.wait_http(url + "/v1/models", timeout, "vllm-serve")
-    return url, children
-
-
-def loads(args: argparse.Namespace) -> list[Load]:
-    return [
-        Load(args.input_len, args.output_len, c, max(8, min(4 * c, 256))) for c in args.concurrency
-    ]
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--output-dir", type=Path, required=True)
+    ap.add_argument("--shape", default="llama3-8b", help="benchmark/model_shapes.py shape")
+    ap.add_argument("--model", default="", help="a model folder instead of --shape")
+    ap.add_argument("--tokenizer-from", type=Path, default=None, help="tokenizer for --shape")
+    ap.add_argument("--load-format", default="dummy")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
+    ap.add_argument("--input-len", type=int, default=512)
+    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=0, help="requests per load (0: 4 × c, 8-256)")
+    ap.add_argument("--warmups", type=int, default=2)
+    ap.add_argument("--max-num-seqs", type=int, default=128)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--greedy-tokens", type=int, default=32)
+    ap.add_argument("--gpus", type=int, default=1, help="N > 1 adds the one-stage-per-GPU phases")
+    ap.add_argument("--shared-gpu-util", type=float, default=0.4, help="per stage, 2 on one GPU")
+    ap.add_argument("--baseline-gpu-util", type=float, default=0.4)
+    ap.add_argument("--systems", nargs="+", default=None, help="only these phases (names above)")
+    ap.add_argument("--phase-timeout-s", type=float, default=600)
+    ap.add_argument("--start-timeout-s", type=float, default=420)
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny shape, 32 in / 8 out, concurrency 2, 2 requests per load (runs on a CPU)",
+    )
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.shape, args.input_len, args.output_len = "tiny", 32, 8
+        args.concurrency, args.prompts, args.warmups, args.greedy_tokens = [2], 2, 0, 8
+        args.max_num_seqs, args.max_num_batched_tokens, args.max_model_len = 8, 256, 256
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--output-dir", type=Path, required=True)
-    ap.add_argument("--model", default="")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
-    ap.add_argument("--input-len", type=int, default=256)
-    ap.add_argument("--output-len", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--stage-gpu-util", type=float, default=0.3)
-    ap.add_argument("--timeout", type=float, default=240)
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"errors": {}}
+    from shared.platform_defaults import detect_platform
 
-    def save() -> None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    platform: Platform = detect_platform()
+    model = args.model
+    if not model:
+        from benchmark.model_shapes import write_shape
 
-    def phase(name: str, fn: Any) -> None:
-        started = time.monotonic()
-        try:
-            fn()
-        except Exception:
-            summary["errors"][name] = traceback.format_exc()[-3000:]
-            print(f"{name} FAILED\n{summary['errors'][name]}", flush=True)
-        summary.setdefault("phase_s", {})[name] = round(time.monotonic() - started, 1)
-        save()
+        model = str(write_shape(args.shape, out / "model", args.tokenizer_from))
+    engine = BenchEngine(
+        model=model,
+        platform=platform,
+        load_format=args.load_format,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
+    summary = Summary(
+        out,
+        {
+            "platform": platform,
+            "device": device_name(platform),
+            "model": model,
+            "model_name": args.model or args.shape,
+            "load_format": args.load_format,
+            "input_len": args.input_len,
+            "output_len": args.output_len,
+            "concurrency": args.concurrency,
+            "max_num_seqs": args.max_num_seqs,
+            "max_num_batched_tokens": args.max_num_batched_tokens,
+            "max_model_len": args.max_model_len,
+            "greedy_tokens": args.greedy_tokens,
+            "gpus": args.gpus,
+        },
+    )
+    summary.save()
+    from transformers import AutoTokenizer
 
-    from shared.default_model import prepare_default_model
+    from shared.engine_settings import model_num_layers
 
-    model = args.model or str(prepare_default_model())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = [list(tokenizer(p)["input_ids"]) for p in PROMPTS]
+    num_layers = model_num_layers(model)
     baseline_file = out / "baseline.json"
 
-    def baseline() -> None:
+    def baseline(deadline: Deadline) -> None:
+        cmd = [sys.executable, "-m", "benchmark.greedy_baseline", str(baseline_file)]
+        cmd += ["--max-tokens", str(args.greedy_tokens)]
+        if platform == "cuda":
+            cmd += ["--gpu-memory-utilization", str(args.baseline_gpu_util)]
         with open(out / "baseline.log", "wb") as log:
             subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    BASELINE,
-                    model,
-                    str(args.max_tokens),
-                    str(args.stage_gpu_util * 2),
-                    str(baseline_file),
-                ],
-                input=json.dumps(PROMPTS).encode(),
-                env=child_env(),
+                cmd,
+                input=json.dumps(prompts).encode(),
+                env=child_env(engine.layerbus_env()),
                 check=True,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                timeout=deadline.left(),
             )
 
-    phase("baseline", baseline)
+    systems = systems_for(platform, args.gpus, args.shared_gpu_util)
+    wanted = set(args.systems or [s.name for s in systems] + ["baseline"])
+    if "baseline" in wanted:
+        summary.phase("baseline", args.phase_timeout_s, baseline)
+        wait_gpu_released(60)
+    loads = [
+        Load(
+            args.input_len,
+            args.output_len,
+            c,
+            args.prompts or max(8, min(4 * c, 256)),
+            warmups=args.warmups,
+        )
+        for c in args.concurrency
+    ]
+    for system in systems:
+        if system.name not in wanted:
+            continue
+        summary.data["labels"][system.name] = system.label
 
-    def layerbus() -> None:
-        url, children = start_layerbus(model, args.stage_gpu_util, out, args.timeout)
-        try:
-            expected = json.loads(baseline_file.read_text())
-            got = [
-                _post(
-                    url + "/v1/completions",
-                    {"model": NAME, "prompt": p, "max_tokens": args.max_tokens, "temperature": 0},
-                )["choices"][0]["text"]
-                for p in PROMPTS
-            ]
-            equal = sum(a == b for a, b in zip(got, expected, strict=True))
-            summary["greedy_equal"] = f"{equal}/{len(PROMPTS)}"
-            summary["greedy_diff"] = [[a, b] for a, b in zip(got, expected, strict=True) if a != b]
-            print("greedy equal", summary["greedy_equal"], flush=True)
-            save()
-            for load in loads(args):
-                name = f"layerbus-c{load.concurrency}"
-                summary[name] = run_load(load, url, NAME, model, out, name)
-                print(name, summary[name], flush=True)
-                save()
-        finally:
-            children.stop()
+        def run_system(deadline: Deadline, system: System = system) -> None:
+            began = time.monotonic()
+            log_dir = out / "logs" / system.name
+            url, children = start(
+                engine, system, num_layers, log_dir, deadline.left(args.start_timeout_s)
+            )
+            try:
+                summary.data["ready_s"][system.name] = round(time.monotonic() - began, 1)
+                print(f"{system.name} ready in {time.monotonic() - began:.0f} s", flush=True)
+                if isinstance(system, LayerbusSystem) and baseline_file.exists():
+                    got = greedy_texts(
+                        url, engine.served_name, prompts, args.greedy_tokens, deadline
+                    )
+                    expected = json.loads(baseline_file.read_text())
+                    equal, diff = compare(got, expected)
+                    summary.data["greedy"][system.name] = equal
+                    summary.data["greedy_diff"][system.name] = diff
+                    print(f"{system.name} greedy equal {equal}", flush=True)
+                    summary.save()
+                for load in loads:
+                    if deadline.expired():
+                        raise TimeoutError(
+                            f"{system.name}: phase time used up before c={load.concurrency}"
+                        )
+                    name = f"{system.name}-c{load.concurrency}"
+                    try:
+                        figures = run_load(
+                            load,
+                            url,
+                            engine.served_name,
+                            model,
+                            out / "raw",
+                            name,
+                            timeout=deadline.left(),
+                        )
+                    except Exception:
+                        summary.error(name, traceback.format_exc())
+                        continue
+                    summary.data["loads"].setdefault(system.name, {})[str(load.concurrency)] = (
+                        figures
+                    )
+                    print(name, figures, flush=True)
+                    summary.save()
+            finally:
+                children.stop()
+                wait_gpu_released(60)
 
-    phase("layerbus", layerbus)
-
-    def vllm() -> None:
-        url, children = start_vllm(model, 0.6, out, args.timeout)
-        try:
-            for load in loads(args):
-                name = f"vllm-c{load.concurrency}"
-                summary[name] = run_load(load, url, NAME, model, out, name)
-                print(name, summary[name], flush=True)
-                save()
-        finally:
-            children.stop()
-
-    phase("vllm", vllm)
-    ratios = {}
-    for c in args.concurrency:
-        lb, vl = summary.get(f"layerbus-c{c}"), summary.get(f"vllm-c{c}")
-        if lb and vl:
-            ratios[c] = {
-                k: round(lb[k] / vl[k], 3)
-                for k in ("output_throughput", "median_ttft_ms", "median_tpot_ms")
-                if vl[k]
-            }
-    summary["ratios_layerbus_over_vllm"] = ratios
-    save()
-    print(json.dumps({k: v for k, v in summary.items() if k != "errors"}, indent=1))
-    print("errors:", list(summary["errors"]))
+        summary.phase(system.name, args.phase_timeout_s, run_system)
+    print(gpu_report.markdown(summary.data))
     return 0
 
 

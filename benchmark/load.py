@@ -96,14 +96,25 @@ def bench_command(
 
 
 def run_load(
-    load: Load, url: str, model_name: str, tokenizer: str, result_dir: Path, name: str
+    load: Load,
+    url: str,
+    model_name: str,
+    tokenizer: str,
+    result_dir: Path,
+    name: str,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run one load; returns METRICS from vllm bench serve's result (its file stays)."""
+    """Run one load; returns METRICS from vllm bench serve's result (its file stays).
+
+    timeout: seconds before `vllm bench serve` is killed (subprocess.TimeoutExpired).
+    """
     result_dir.mkdir(parents=True, exist_ok=True)
     result_file = f"{name}.vllm-bench.json"
     cmd = bench_command(load, url, model_name, tokenizer, result_dir, result_file)
     with open(result_dir / f"{name}.vllm-bench.log", "wb") as log:
-        proc = subprocess.run(cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+        )
     path = result_dir / result_file
     if proc.returncode != 0 or not path.exists():
         tail = (result_dir / f"{name}.vllm-bench.log").read_text(errors="replace")[-3000:]

@@ -80,3 +80,23 @@ def test_serve_bench_smoke(tmp_path: Path) -> None:
     table = (out / "bench.md").read_text()
     assert "| 2 | layerbus |" in table and "| 10 | default |" in table
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+def test_gpu_bench_smoke(tmp_path: Path) -> None:
+    """benchmark/gpu_bench.py on the CPU: tiny dummy-weight shape, every one-device system."""
+    out = tmp_path / "gpu"
+    cmd = [sys.executable, "-m", "benchmark.gpu_bench", "--smoke", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()[-5000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors"] == {}, summary["errors"]
+    assert set(summary["loads"]) == {"vllm-default", "layerbus-1", "layerbus-2-shared"}
+    for system, loads in summary["loads"].items():
+        assert loads["2"]["completed"] == 2 and loads["2"]["failed"] == 0, system
+        assert loads["2"]["total_output_tokens"] == 2 * summary["settings"]["output_len"]
+    # Random weights, yet the same ones in every process: layerbus equals one vLLM process.
+    assert summary["greedy"] == {"layerbus-1": "8/8", "layerbus-2-shared": "8/8"}
+    for system in ("layerbus-1", "layerbus-2-shared"):
+        assert isinstance(summary["ratios_vs_vllm_default"][system]["2"]["throughput"], float)
+    assert "| layerbus, 1 stage | 2 |" in (out / "summary.md").read_text()

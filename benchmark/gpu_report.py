@@ -1,0 +1,102 @@
+"""benchmark/gpu_bench.py's summary as ratios and a Markdown table (pure: no servers).
+
+summary["loads"][system][str(concurrency)] holds a load's figures (benchmark/load.py's
+METRICS); the reference system is `vllm serve` with its defaults ("vllm-default").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFERENCE = "vllm-default"
+# Settings the table's heading names ("?" where a summary lacks one).
+SETTINGS = (
+    "device",
+    "model_name",
+    "load_format",
+    "input_len",
+    "output_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_model_len",
+    "greedy_tokens",
+)
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """num / den, or None when either is missing or den is zero."""
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def _metric(summary: dict[str, Any], system: str, concurrency: str, key: str) -> float | None:
+    value = summary.get("loads", {}).get(system, {}).get(concurrency, {}).get(key)
+    return float(value) if value is not None else None
+
+
+def ratios(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per system and concurrency: output throughput and median TPOT over the reference's."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for system, loads in summary.get("loads", {}).items():
+        if system == REFERENCE:
+            continue
+        out[system] = {}
+        for c in loads:
+            tput = [_metric(summary, s, c, "output_throughput") for s in (system, REFERENCE)]
+            tpot = [_metric(summary, s, c, "median_tpot_ms") for s in (system, REFERENCE)]
+            out[system][c] = {"throughput": ratio(*tput), "tpot": ratio(*tpot)}
+    return out
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """Settings, one row per system and concurrency with ratios, greedy equality, errors."""
+    s = {k: "?" for k in SETTINGS} | summary.get("settings", {})
+    labels: dict[str, str] = summary.get("labels", {})
+    lines = [
+        f"# layerbus vs `vllm serve` on {s['device']}",
+        "",
+        f"Model `{s['model_name']}` ({s['load_format']} weights), `vllm bench serve` random "
+        f"{s['input_len']} in / {s['output_len']} out, max_num_seqs {s['max_num_seqs']}, "
+        f"max_num_batched_tokens {s['max_num_batched_tokens']}, max_model_len "
+        f"{s['max_model_len']}. Ratios: against `vllm serve` with its defaults at the same "
+        "concurrency (throughput: higher is better; TPOT: lower is better).",
+        "",
+        "| system | concurrency | output tok/s | TPOT p50 ms | TTFT p50 ms "
+        "| tok/s ratio | TPOT ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rel = ratios(summary)
+    for system, loads in summary.get("loads", {}).items():
+        for c in loads:
+            r = rel.get(system, {}).get(c, {})
+            lines.append(
+                f"| {labels.get(system, system)} | {c} "
+                f"| {_fmt(_metric(summary, system, c, 'output_throughput'), 0)} "
+                f"| {_fmt(_metric(summary, system, c, 'median_tpot_ms'), 2)} "
+                f"| {_fmt(_metric(summary, system, c, 'median_ttft_ms'), 1)} "
+                f"| {_fmt(r.get('throughput'), 2)} | {_fmt(r.get('tpot'), 2)} |"
+            )
+    ready = summary.get("ready_s", {})
+    if ready:
+        lines += [
+            "",
+            "Start-up to first answer, s: "
+            + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in ready.items()),
+        ]
+    greedy = summary.get("greedy", {})
+    if greedy:
+        lines += [
+            "",
+            "Greedy equality with single-process vLLM (the stages' settings), "
+            f"{s['greedy_tokens']} tokens per prompt: "
+            + ", ".join(f"{labels.get(k, k)} {v}" for k, v in greedy.items()),
+        ]
+    errors = summary.get("errors", {})
+    if errors:
+        lines += ["", "Errors (details in summary.json): " + ", ".join(sorted(errors))]
+    return "\n".join(lines) + "\n"
