@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.coordinator.placement import ModelProfile
+from services.coordinator.placement_costs import ModelProfile
 from services.stage.layers import head_cost_in_layers
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "half": 2, "float": 4}

@@ -215,9 +215,9 @@ def brute_force(model: ModelProfile, stages: list[StageCapacity], weight: float)
 
     Pinned stages must all be in the chain, each at its own range.
     """
-    from services.coordinator.placement import _Costs
+    from services.coordinator.placement_costs import StageCosts
 
-    costs = _Costs(model, 0, weight)
+    costs = StageCosts(model, 0, weight)
     n_layers, best = model.num_layers, float("inf")
     pinned = {s.name for s in stages if s.pinned is not None}
     for k in range(1, len(stages) + 1):
@@ -297,3 +297,16 @@ def test_pinned_and_placed_plans_are_as_good_as_any_split_on_random_small_cases(
         assert placed.step_s == pytest.approx(expected)
         checked += 1
     assert checked >= 20  # enough feasible cases to mean something
+
+
+def test_many_unpinned_stages_are_planned_without_the_subset_search() -> None:
+    stages = [stage(f"s{i:02}", speed=1.0 + i / 10) for i in range(40)]
+    placed = plan(MODEL, stages, kv_tokens=0, prefill_weight=0.0)
+    assert covers_once(placed, 30)
+    assert len(placed.chain) + len(placed.standby) == 40
+
+
+def test_too_many_unpinned_stages_beside_pinned_ones_are_refused() -> None:
+    stages = [stage("p", pinned=(0, 2)), *(stage(f"s{i}") for i in range(13))]
+    with pytest.raises(PlacementError, match="at most 12 stages without --layers, got 13"):
+        plan(MODEL, stages, kv_tokens=0, prefill_weight=0.0)
