@@ -28,7 +28,9 @@ MAX_LOGPROBS = 20  # vLLM's default max_logprobs
 MAX_SEED = 2**63 - 1
 MAX_STOP_TOKEN_IDS = 1024
 
-TokenId = Annotated[int, Meta(ge=0)]
+# A token id: at least 0 here; below the vocabulary size (known to the coordinator) is
+# checked there for every field of this type (services/coordinator/validation.py).
+TokenId = Annotated[int, Meta(ge=0, extra={"token_id": True})]
 NonEmptyText = Annotated[str, Meta(min_length=1)]
 
 

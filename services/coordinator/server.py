@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from services.coordinator import metrics, security
+from services.coordinator import metrics, sampling, security
 from services.coordinator.authorization import Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
@@ -349,6 +349,7 @@ class CoordinatorServer:
             if error is not None:
                 self._refuse(identity, msg.request_id, error)
                 return
+            sampling.bind_engine(self.host.vllm_config)
             self.host.commands.put((identity, msg))
         elif isinstance(msg, wire.StatusQuery):
             self._send(identity, self.status(msg.nonce))

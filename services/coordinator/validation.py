@@ -78,12 +78,42 @@ def _check_tokens(ids: list[int], vocab_size: int, what: str) -> str | None:
     return None
 
 
+def _is_token_id(kind: Any) -> bool:
+    return isinstance(kind, msgspec.inspect.Metadata) and bool((kind.extra or {}).get("token_id"))
+
+
+def _holds_token_ids(kind: Any) -> bool:
+    if isinstance(kind, msgspec.inspect.ListType):
+        return _is_token_id(kind.item_type)
+    return isinstance(kind, msgspec.inspect.DictType) and _is_token_id(kind.key_type)
+
+
+def token_id_fields(struct: type[msgspec.Struct]) -> list[str]:
+    """Fields of a wire struct holding token ids (wire.TokenId list items or dict keys)."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    names = []
+    for f in info.fields:
+        kinds = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        if any(_holds_token_ids(kind) for kind in kinds):
+            names.append(f.name)
+    return names
+
+
+# Every SamplingSpec field of token ids is checked against the vocabulary by name.
+_SAMPLING_TOKEN_FIELDS = token_id_fields(wire.SamplingSpec)
+
+
 def _check_sampling(s: wire.SamplingSpec, limits: GenerateLimits) -> str | None:
     if s.top_k > limits.vocab_size:
         return f"top_k must be 0 (off) or in [1, {limits.vocab_size}], got {s.top_k}"
     if s.min_tokens > s.max_tokens:
         return "min_tokens must be in [0, max_tokens]"
-    return _check_tokens(s.stop_token_ids, limits.vocab_size, "stop_token_ids")
+    for name in _SAMPLING_TOKEN_FIELDS:
+        ids = getattr(s, name)  # a list, or a dict keyed by token id
+        if ids is not None and (bad := _check_tokens(list(ids), limits.vocab_size, name)):
+            return bad
+    return None
 
 
 def generate_error(msg: wire.Generate, limits: GenerateLimits) -> str | None:

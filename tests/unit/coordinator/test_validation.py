@@ -10,6 +10,7 @@ from services.coordinator.validation import (
     RefusedGenerate,
     generate_error,
     refused_generate,
+    token_id_fields,
 )
 from shared import codec, wire
 
@@ -64,3 +65,8 @@ def test_other_malformed_messages_are_only_dropped() -> None:
     assert refused_generate(codec.encode(wire.Abort(["r-1"])), err) is None
     assert refused_generate([b"\x01", b"not msgpack"], err) is None
     assert refused_generate([b"\x01"], err) is None
+
+
+def test_every_token_id_field_of_the_sampling_spec_is_checked_by_name() -> None:
+    assert "stop_token_ids" in token_id_fields(wire.SamplingSpec)
+    assert "temperature" not in token_id_fields(wire.SamplingSpec)
