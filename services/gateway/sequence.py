@@ -109,7 +109,7 @@ class SequenceState:
         self.token_ids.extend(out.token_ids)
         new_entries = self._entries(out, len(self._stops.text))
         final = out.finish_reason is not None
-        raw = self._detok.push(out.token_ids)
+        raw = self._detok.push(self._text_ids(out))
         if final:
             raw += self._detok.flush()
         text = self._stops.push(raw, final=final)
@@ -136,6 +136,18 @@ class SequenceState:
             self.error,
             self.invalid,
         )
+
+    def _text_ids(self, out: wire.RequestOutput) -> list[int]:
+        """The new tokens whose text joins the output.
+
+        As vLLM, the token that stopped the sequence at the coordinator (EOS, or one of
+        stop_token_ids: then stop_reason is its id) is left out unless stops are kept.
+        """
+        ids = out.token_ids
+        by_token = bool(ids) and out.finish_reason == "stop"
+        if by_token and (isinstance(out.stop_reason, int) or ids[-1] == self._tokens.eos_token_id):
+            return ids if self._stops.keeps_stop else ids[:-1]
+        return ids
 
     def _entries(self, out: wire.RequestOutput, offset: int) -> list[LogprobEntry]:
         if self._top_logprobs is None or not out.logprobs:

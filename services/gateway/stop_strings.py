@@ -24,6 +24,8 @@ class StopStringMatcher:
         self.text = ""
         self._emitted = 0
         self.stopped = False
+        # The stop (string, or the token that stopped the sequence) is part of the text.
+        self.keeps_stop = False
 
     @classmethod
     def of(cls, options: StopOptions) -> StopStringMatcher:

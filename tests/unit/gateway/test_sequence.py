@@ -83,3 +83,21 @@ def test_a_refused_request_is_the_clients_fault(tokenizer: Tokenizer) -> None:
     assert delta.error == "top_k" and delta.invalid
     failed = SequenceState(0, "b", tokenizer, [], Options())
     assert not failed.process(out("b", [], finish_reason="error", error="stage died")).invalid
+
+
+def test_the_token_that_stopped_the_sequence_is_left_out_of_the_text(
+    tokenizer: Tokenizer,
+) -> None:
+    seq = SequenceState(0, "r", tokenizer, [], Options())
+    hello, dot = ids(tokenizer, "Hello"), ids(tokenizer, ".")
+    text = seq.process(out("r", hello)).text
+    last = seq.process(out("r", dot, finish_reason="stop", stop_reason=dot[0]))
+    assert text + last.text == "Hello" and seq.token_ids == hello + dot
+    assert last.finish_reason == "stop"
+
+
+def test_eos_is_left_out_of_the_text(tokenizer: Tokenizer) -> None:
+    seq = SequenceState(0, "r", tokenizer, [], Options())
+    assert tokenizer.eos_token_id is not None
+    seq.process(out("r", ids(tokenizer, "Hi") + [tokenizer.eos_token_id], finish_reason="stop"))
+    assert seq.text == "Hi"
