@@ -112,6 +112,7 @@ class SamplingRequest(_Lenient):
     seed: int | None = wire_field("seed")
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = wire_field("stop_token_ids")
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
     n: int | None = Field(None, ge=1)
     presence_penalty: float | None = wire_field("presence_penalty")
     frequency_penalty: float | None = wire_field("frequency_penalty")

@@ -55,3 +55,10 @@ def test_structured_spec_becomes_structured_outputs_params() -> None:
     assert params.structured_outputs.json == {"type": "object"}
     spec = wire.SamplingSpec(max_tokens=4, structured=wire.StructuredSpec(choice=["a", "b"]))
     assert sampling_params(spec, {}, eos=None).structured_outputs.choice == ["a", "b"]
+
+
+def test_logit_bias_reaches_vllm_clamped_as_vllm_clamps() -> None:
+    params = sampling_params(
+        wire.SamplingSpec(max_tokens=4, logit_bias={5: 250.0, 6: -3.5}), {}, None
+    )
+    assert params.logit_bias == {5: 100.0, 6: -3.5}

@@ -70,3 +70,9 @@ def test_other_malformed_messages_are_only_dropped() -> None:
 def test_every_token_id_field_of_the_sampling_spec_is_checked_by_name() -> None:
     assert "stop_token_ids" in token_id_fields(wire.SamplingSpec)
     assert "temperature" not in token_id_fields(wire.SamplingSpec)
+
+
+def test_logit_bias_token_ids_must_be_in_the_vocabulary() -> None:
+    assert generate_error(generate(logit_bias={99: 1.0}), LIMITS) is None
+    error = generate_error(generate(logit_bias={5: 1.0, 100: -1.0}), LIMITS)
+    assert error is not None and "logit_bias" in error and "token id 100" in error

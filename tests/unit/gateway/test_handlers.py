@@ -257,3 +257,16 @@ def test_a_coordinator_ready_since_the_last_poll_serves_the_request(
         fake.ready = True  # the gateway's next poll is a minute away
         r = http.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 3})
         assert r.status_code == 200, r.text
+
+
+def test_logit_bias_reaches_the_coordinator_keyed_by_token_id(
+    http: httpx.Client, fake: FakeCoordinator
+) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 4, "logit_bias": {"42": 5, "7": -100}}
+    assert http.post(CHAT, json=body).status_code == 200
+    assert fake.generates[0].sampling.logit_bias == {42: 5.0, 7: -100.0}
+
+
+def test_a_logit_bias_key_that_is_no_token_id_is_a_400_naming_it(http: httpx.Client) -> None:
+    r = http.post(CHAT, json={"messages": MESSAGES, "logit_bias": {"the": 5}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"
