@@ -74,6 +74,7 @@ class SamplingSpec(msgspec.Struct, omit_defaults=True):
     min_tokens: Annotated[int, Meta(ge=0)] = 0
     stop_token_ids: Annotated[list[TokenId], Meta(max_length=MAX_STOP_TOKEN_IDS)] = []
     logit_bias: dict[TokenId, float] | None = None  # vLLM clamps each bias to [-100, 100]
+    allowed_token_ids: Annotated[list[TokenId], Meta(min_length=1)] | None = None
     structured: StructuredSpec | None = None
 
 

@@ -113,6 +113,7 @@ class SamplingRequest(_Lenient):
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = wire_field("stop_token_ids")
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
+    allowed_token_ids: list[int] | None = wire_field("allowed_token_ids")
     n: int | None = Field(None, ge=1)
     presence_penalty: float | None = wire_field("presence_penalty")
     frequency_penalty: float | None = wire_field("frequency_penalty")

@@ -62,3 +62,8 @@ def test_logit_bias_reaches_vllm_clamped_as_vllm_clamps() -> None:
         wire.SamplingSpec(max_tokens=4, logit_bias={5: 250.0, 6: -3.5}), {}, None
     )
     assert params.logit_bias == {5: 100.0, 6: -3.5}
+
+
+def test_allowed_token_ids_reach_vllm() -> None:
+    params = sampling_params(wire.SamplingSpec(max_tokens=4, allowed_token_ids=[3, 8]), {}, None)
+    assert params.allowed_token_ids == [3, 8]

@@ -76,3 +76,9 @@ def test_logit_bias_token_ids_must_be_in_the_vocabulary() -> None:
     assert generate_error(generate(logit_bias={99: 1.0}), LIMITS) is None
     error = generate_error(generate(logit_bias={5: 1.0, 100: -1.0}), LIMITS)
     assert error is not None and "logit_bias" in error and "token id 100" in error
+
+
+def test_allowed_token_ids_must_be_in_the_vocabulary() -> None:
+    assert generate_error(generate(allowed_token_ids=[0, 99]), LIMITS) is None
+    error = generate_error(generate(allowed_token_ids=[1, 100]), LIMITS)
+    assert error is not None and "allowed_token_ids" in error

@@ -270,3 +270,14 @@ def test_logit_bias_reaches_the_coordinator_keyed_by_token_id(
 def test_a_logit_bias_key_that_is_no_token_id_is_a_400_naming_it(http: httpx.Client) -> None:
     r = http.post(CHAT, json={"messages": MESSAGES, "logit_bias": {"the": 5}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"
+
+
+def test_allowed_token_ids_reach_the_coordinator(http: httpx.Client, fake: FakeCoordinator) -> None:
+    body = {"prompt": "x", "max_tokens": 4, "allowed_token_ids": [5, 6]}
+    assert http.post(COMPLETIONS, json=body).status_code == 200
+    assert fake.generates[0].sampling.allowed_token_ids == [5, 6]
+
+
+def test_empty_allowed_token_ids_are_a_400_naming_them(http: httpx.Client) -> None:
+    r = http.post(COMPLETIONS, json={"prompt": "x", "allowed_token_ids": []})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_token_ids"

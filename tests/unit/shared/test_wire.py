@@ -49,3 +49,9 @@ def test_out_of_range_values_are_refused_by_name(frames: list[bytes], field: str
 def test_message_type_names_the_tag() -> None:
     assert codec.message_type(generate_frames()) is wire.Generate
     assert codec.message_type([b"\xff", b""]) is None
+
+
+@pytest.mark.parametrize("allowed", [[], [-1]])
+def test_allowed_token_ids_are_a_non_empty_list_of_token_ids(allowed: list[int]) -> None:
+    with pytest.raises(wire.WireError, match="allowed_token_ids"):
+        codec.decode(generate_frames(allowed_token_ids=allowed))
