@@ -75,6 +75,7 @@ class SamplingSpec(msgspec.Struct, omit_defaults=True):
     stop_token_ids: Annotated[list[TokenId], Meta(max_length=MAX_STOP_TOKEN_IDS)] = []
     logit_bias: dict[TokenId, float] | None = None  # vLLM clamps each bias to [-100, 100]
     allowed_token_ids: Annotated[list[TokenId], Meta(min_length=1)] | None = None
+    bad_words: list[NonEmptyText] = []  # the coordinator tokenizes them as vLLM does
     structured: StructuredSpec | None = None
 
 

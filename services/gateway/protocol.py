@@ -114,6 +114,7 @@ class SamplingRequest(_Lenient):
     stop_token_ids: list[int] | None = wire_field("stop_token_ids")
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
     allowed_token_ids: list[int] | None = wire_field("allowed_token_ids")
+    bad_words: list[str] | None = None
     n: int | None = Field(None, ge=1)
     presence_penalty: float | None = wire_field("presence_penalty")
     frequency_penalty: float | None = wire_field("frequency_penalty")

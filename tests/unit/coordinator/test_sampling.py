@@ -67,3 +67,30 @@ def test_logit_bias_reaches_vllm_clamped_as_vllm_clamps() -> None:
 def test_allowed_token_ids_reach_vllm() -> None:
     params = sampling_params(wire.SamplingSpec(max_tokens=4, allowed_token_ids=[3, 8]), {}, None)
     assert params.allowed_token_ids == [3, 8]
+
+
+def test_bad_words_become_token_ids_with_the_engines_tokenizer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.coordinator import sampling
+
+    class Tokenizer:
+        max_token_id = 99
+
+        def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+            return [len(text), 1] if text.startswith(" ") else [len(text)]
+
+    monkeypatch.setattr(sampling, "_engine_config", object())
+    monkeypatch.setattr(sampling, "_tokenizer", Tokenizer)
+    params = sampling_params(wire.SamplingSpec(max_tokens=4, bad_words=["Paris"]), {}, None)
+    # vLLM's update_from_tokenizer: the word, and with a leading space when that is a
+    # different token sequence of the same length (here it is not).
+    assert params.bad_words == ["Paris"] and params.bad_words_token_ids == [[5]]
+
+
+def test_bad_words_without_an_engine_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.coordinator import sampling
+
+    monkeypatch.setattr(sampling, "_engine_config", None)
+    with pytest.raises(ValueError, match="bad_words"):
+        sampling_params(wire.SamplingSpec(max_tokens=4, bad_words=["Paris"]), {}, None)

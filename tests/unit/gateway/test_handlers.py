@@ -281,3 +281,9 @@ def test_allowed_token_ids_reach_the_coordinator(http: httpx.Client, fake: FakeC
 def test_empty_allowed_token_ids_are_a_400_naming_them(http: httpx.Client) -> None:
     r = http.post(COMPLETIONS, json={"prompt": "x", "allowed_token_ids": []})
     assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_token_ids"
+
+
+def test_bad_words_reach_the_coordinator(http: httpx.Client, fake: FakeCoordinator) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 4, "bad_words": ["Paris", " London"]}
+    assert http.post(CHAT, json=body).status_code == 200
+    assert fake.generates[0].sampling.bad_words == ["Paris", " London"]

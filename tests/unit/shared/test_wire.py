@@ -55,3 +55,8 @@ def test_message_type_names_the_tag() -> None:
 def test_allowed_token_ids_are_a_non_empty_list_of_token_ids(allowed: list[int]) -> None:
     with pytest.raises(wire.WireError, match="allowed_token_ids"):
         codec.decode(generate_frames(allowed_token_ids=allowed))
+
+
+def test_bad_words_may_not_be_empty_strings() -> None:
+    with pytest.raises(wire.WireError, match="bad_words"):
+        codec.decode(generate_frames(bad_words=["ok", ""]))
