@@ -111,6 +111,7 @@ class SamplingRequest(_Lenient):
     min_p: float | None = wire_field("min_p")
     seed: int | None = wire_field("seed")
     stop: str | list[str] | None = None
+    include_stop_str_in_output: bool = False
     stop_token_ids: list[int] | None = wire_field("stop_token_ids")
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
     allowed_token_ids: list[int] | None = wire_field("allowed_token_ids")

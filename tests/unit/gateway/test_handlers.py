@@ -287,3 +287,13 @@ def test_bad_words_reach_the_coordinator(http: httpx.Client, fake: FakeCoordinat
     body = {"messages": MESSAGES, "max_tokens": 4, "bad_words": ["Paris", " London"]}
     assert http.post(CHAT, json=body).status_code == 200
     assert fake.generates[0].sampling.bad_words == ["Paris", " London"]
+
+
+def test_include_stop_str_in_output_keeps_the_stop_string(
+    http: httpx.Client, fake: FakeCoordinator
+) -> None:
+    payload = {"messages": MESSAGES, "stop": ["STOP"], "include_stop_str_in_output": True}
+    body = http.post(CHAT, json=payload).json()
+    choice = body["choices"][0]
+    assert choice["message"]["content"] == REPLY_TEXT[: REPLY_TEXT.index("STOP") + len("STOP")]
+    assert choice["finish_reason"] == "stop"

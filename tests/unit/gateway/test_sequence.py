@@ -15,6 +15,7 @@ class Options:
 
     stops: list[str] = field(default_factory=list)
     top_logprobs: int | None = None
+    include_stop_str_in_output: bool = False
 
     def stop_strings(self) -> list[str]:
         return self.stops
@@ -101,3 +102,10 @@ def test_eos_is_left_out_of_the_text(tokenizer: Tokenizer) -> None:
     assert tokenizer.eos_token_id is not None
     seq.process(out("r", ids(tokenizer, "Hi") + [tokenizer.eos_token_id], finish_reason="stop"))
     assert seq.text == "Hi"
+
+
+def test_include_stop_str_in_output_keeps_the_stop_token_text(tokenizer: Tokenizer) -> None:
+    seq = SequenceState(0, "r", tokenizer, [], Options(include_stop_str_in_output=True))
+    dot = ids(tokenizer, ".")
+    seq.process(out("r", ids(tokenizer, "Hello") + dot, finish_reason="stop", stop_reason=dot[0]))
+    assert seq.text == "Hello."

@@ -52,3 +52,21 @@ def test_emitted_text_never_contains_the_stop_string() -> None:
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
         out = "".join(matcher.push(c) for c in chunks)
         assert out == "one two "
+
+
+@pytest.mark.parametrize(
+    ("stops", "deltas", "emitted", "text"),
+    [
+        (["STOP"], ["hello STOP world"], ["hello STOP"], "hello STOP"),
+        # nothing is held back: a kept stop is output either way
+        (["STOP"], ["hello ST", "OP world"], ["hello ST", "OP"], "hello STOP"),
+        # the stop that ends first wins (vLLM), not the one that starts first
+        (["lo wor", "lo"], ["hello world"], ["hello"], "hello"),
+    ],
+)
+def test_include_stop_str_in_output_keeps_the_stop_and_cuts_after_it(
+    stops: list[str], deltas: list[str], emitted: list[str], text: str
+) -> None:
+    matcher = StopStringMatcher(stops, keep_stop=True)
+    assert [matcher.push(d) for d in deltas] == emitted
+    assert matcher.text == text and matcher.stopped and matcher.keeps_stop
