@@ -112,6 +112,7 @@ class SamplingRequest(_Lenient):
     seed: int | None = wire_field("seed")
     stop: str | list[str] | None = None
     include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
     stop_token_ids: list[int] | None = wire_field("stop_token_ids")
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
     allowed_token_ids: list[int] | None = wire_field("allowed_token_ids")

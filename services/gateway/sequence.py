@@ -20,6 +20,7 @@ class TokenTexts(Protocol):
     eos_token_id: int | None
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
+    def decode_all(self, token_ids: Sequence[int]) -> str: ...
     def token_text(self, token_id: int) -> str: ...
     def token_bytes(self, token_id: int) -> bytes: ...
 
@@ -28,6 +29,9 @@ class TextOptions(StopOptions, Protocol):
     """What of a request shapes its choices' text (the request model is one); read-only."""
 
     def num_top_logprobs(self) -> int | None: ...
+
+    @property
+    def skip_special_tokens(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class SequenceState:
         self.index = index
         self.request_id = request_id
         self._tokens = tokens
-        self._detok = IncrementalDetokenizer(tokens.decode, prompt_token_ids)
+        decode = tokens.decode if options.skip_special_tokens else tokens.decode_all
+        self._detok = IncrementalDetokenizer(decode, prompt_token_ids)
         self._stops = StopStringMatcher.of(options)
         self._top_logprobs = options.num_top_logprobs()
         self._pending: list[LogprobEntry] = []

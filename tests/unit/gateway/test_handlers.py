@@ -297,3 +297,13 @@ def test_include_stop_str_in_output_keeps_the_stop_string(
     choice = body["choices"][0]
     assert choice["message"]["content"] == REPLY_TEXT[: REPLY_TEXT.index("STOP") + len("STOP")]
     assert choice["finish_reason"] == "stop"
+
+
+def test_skip_special_tokens_false_reaches_the_text(
+    http: httpx.Client, fake: FakeCoordinator, tokenizer: Tokenizer
+) -> None:
+    fake.reply_tokens = list(tokenizer._hf.encode("Hi<|im_start|>", add_special_tokens=False))
+    plain = http.post(CHAT, json={"messages": MESSAGES}).json()
+    raw = http.post(CHAT, json={"messages": MESSAGES, "skip_special_tokens": False}).json()
+    assert plain["choices"][0]["message"]["content"] == "Hi"
+    assert raw["choices"][0]["message"]["content"] == "Hi<|im_start|>"

@@ -16,6 +16,7 @@ class Options:
     stops: list[str] = field(default_factory=list)
     top_logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
 
     def stop_strings(self) -> list[str]:
         return self.stops
@@ -109,3 +110,15 @@ def test_include_stop_str_in_output_keeps_the_stop_token_text(tokenizer: Tokeniz
     dot = ids(tokenizer, ".")
     seq.process(out("r", ids(tokenizer, "Hello") + dot, finish_reason="stop", stop_reason=dot[0]))
     assert seq.text == "Hello."
+
+
+def test_skip_special_tokens_false_keeps_special_tokens_in_the_text(tokenizer: Tokenizer) -> None:
+    special = ids(tokenizer, "<|im_start|>")
+    assert len(special) == 1
+    tokens = ids(tokenizer, "a") + special + ids(tokenizer, "b")
+    kept = SequenceState(0, "r", tokenizer, [], Options(skip_special_tokens=False))
+    kept.process(out("r", tokens, finish_reason="length"))
+    assert kept.text == "a<|im_start|>b"
+    skipped = SequenceState(0, "r", tokenizer, [], Options())
+    skipped.process(out("r", tokens, finish_reason="length"))
+    assert skipped.text == "ab"
