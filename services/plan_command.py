@@ -19,8 +19,8 @@ from services.coordinator.placement import (
 USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR] [--dtype DTYPE]
                      [--kv-tokens N] [--prompt-ratio R] [--json]
 
-  --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,link-ms=L]
-                     [,layers=START:END]  (repeat for each stage)
+  --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,head-ms=H]
+                     [,link-ms=L][,layers=START:END]  (repeat for each stage)
   --stages FILE      JSON: a list of objects with the same keys (name, memory_gb, decode_ms,
                      prefill_ms, link_ms, layers), {"stages": [...]}, or one object as
                      `layerbus probe` prints it (repeat for each file)
@@ -32,12 +32,14 @@ USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR]
 
 decode-ms / prefill-ms: one decoder layer's forward at decode and prefill size on that stage
 (measured by `layerbus probe`); give them for every stage or for none (equal speeds).
+head-ms: the final norm and LM head at decode size (default: estimated from decode-ms and
+the model's shape); also for every stage or for none.
 link-ms: what each step spends on the stage's link (its round trip to the coordinator).
 step ms: a stage's predicted time for one decode step of the probe's size (16 sequences)
 plus its share of prefill chunks, the LM head on the last stage, and its link.
 """
 
-KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "link_ms", "layers", "device")
+KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "head_ms", "link_ms", "layers", "device")
 
 
 class PlanInputError(ValueError):
@@ -127,6 +129,7 @@ def capacity_of(item: dict[str, Any], num_layers: int) -> StageCapacity:
             prefill_s=_number(item, "prefill_ms", 1.0) / 1000,
             link_s=_number(item, "link_ms", 0.0) / 1000,
             pinned=pinned,
+            head_s=_number(item, "head_ms") / 1000 if "head_ms" in item else None,
         )
     except ValueError as err:
         raise PlanInputError(str(err)) from None
@@ -134,7 +137,7 @@ def capacity_of(item: dict[str, Any], num_layers: int) -> StageCapacity:
 
 def check_speeds(items: list[dict[str, Any]]) -> None:
     """Measured speeds for every stage or for none: a default beside a measure misleads."""
-    for key in ("decode_ms", "prefill_ms"):
+    for key in ("decode_ms", "prefill_ms", "head_ms"):
         given = [key in item for item in items]
         if any(given) and not all(given):
             missing = [str(i.get("name")) for i, g in zip(items, given, strict=True) if not g]

@@ -58,10 +58,11 @@ class StageCapacity:
     prefill_s: float  # one decoder layer's forward at prefill size, seconds
     link_s: float = 0.0  # what each step spends on this stage's link
     pinned: tuple[int, int] | None = None  # --layers START:END
+    head_s: float | None = None  # final norm + LM head at decode size (None: estimated)
 
     def __post_init__(self) -> None:
-        if self.decode_s <= 0 or self.prefill_s <= 0 or self.link_s < 0:
-            raise ValueError(f"stage {self.name}: speeds must be > 0 and link time >= 0")
+        if self.decode_s <= 0 or self.prefill_s <= 0 or self.link_s < 0 or (self.head_s or 0) < 0:
+            raise ValueError(f"stage {self.name}: speeds must be > 0, link and head times >= 0")
         if self.memory_bytes < 0:
             raise ValueError(f"stage {self.name}: memory must be >= 0")
 
@@ -79,7 +80,10 @@ class StageCosts:
 
     def head_s(self, s: StageCapacity) -> float:
         # The head runs on sampled tokens: every token of a decode step, one per
-        # sequence of a prefill chunk (negligible beside the chunk's layers).
+        # sequence of a prefill chunk (negligible beside the chunk's layers). Measured
+        # when the probe timed it, else estimated from the multiply-adds.
+        if s.head_s is not None:
+            return s.head_s
         return self.model.head_layers * s.decode_s
 
     def time(self, s: StageCapacity, n: int, last: bool) -> float:

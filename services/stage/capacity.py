@@ -107,6 +107,7 @@ class StageOffer:
     memory: MemoryBudget
     decode_s: float  # one decoder layer at decode size
     prefill_s: float  # one decoder layer at prefill size
+    head_s: float | None = None  # final norm and LM head at decode size, when timed
     link_s: float | None = None  # round trip to the coordinator, when measured
 
     def plan_item(self, name: str) -> dict[str, Any]:
@@ -118,6 +119,8 @@ class StageOffer:
             "decode_ms": round(self.decode_s * 1000, 4),
             "prefill_ms": round(self.prefill_s * 1000, 4),
         }
+        if self.head_s is not None:
+            item["head_ms"] = round(self.head_s * 1000, 4)
         if self.link_s is not None:
             item["link_ms"] = round(self.link_s * 1000, 4)
         return item
@@ -156,4 +159,4 @@ def probe_capacity(
         getattr(torch, dtype),
         torch.device("cuda" if platform == "cuda" else "cpu"),
     )
-    return StageOffer(device, budget, speed.decode_s, speed.prefill_s)
+    return StageOffer(device, budget, speed.decode_s, speed.prefill_s, speed.head_s)

@@ -1,5 +1,7 @@
 """Time one decoder layer of the model's shape at decode and prefill sizes (as Petals does).
 
+The LM head is timed too, at decode size: the last stage runs it on every sampled token.
+
 The probe builds a layer of the model's dimensions with random weights (attention
 with grouped KV heads, gated MLP, RMS norms; rotary embeddings are left out, being
 elementwise and cheap) and times its forward on this device: a decode step of
@@ -10,7 +12,6 @@ The figures rank devices for placement; they are not vLLM's kernels' exact times
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,18 +23,19 @@ from torch.nn import functional
 
 from services.stage.capacity import DECODE_BATCH, DECODE_CONTEXT, PREFILL_TOKENS
 
-REPEATS = 5
+REPEATS = 7
 
 
 @dataclass(frozen=True)
 class LayerShape:
-    """The dimensions of one decoder layer (immutable)."""
+    """The dimensions of one decoder layer and of the LM head's vocabulary (immutable)."""
 
     hidden: int
     heads: int
     kv_heads: int
     head_dim: int
     intermediate: int
+    vocab: int = 0  # 0: no LM head to time
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerShape:
@@ -45,15 +47,20 @@ class LayerShape:
             kv_heads=int(cfg.get("num_key_value_heads") or heads),
             head_dim=int(cfg.get("head_dim") or hidden // heads),
             intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
+            vocab=int(cfg.get("vocab_size") or 0),
         )
 
 
 @dataclass(frozen=True)
 class LayerSpeed:
-    """Seconds for one decoder layer's forward at each size (median of the repeats)."""
+    """Seconds for one decoder layer's forward at each size (the fastest of the repeats).
+
+    head_s: the final norm and LM head over one decode step's tokens (None: not timed).
+    """
 
     decode_s: float
     prefill_s: float
+    head_s: float | None = None
 
 
 class ReferenceLayer(nn.Module):
@@ -98,8 +105,12 @@ class ReferenceLayer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def median_time(run: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Median seconds of `repeats` calls of run, after one warm-up call."""
+def fastest_time(run: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    """Least seconds of `repeats` calls of run, after one warm-up call.
+
+    Other work on the host only ever slows a call down, so the fastest call is the
+    closest to the device's own speed, which is what placement compares.
+    """
     run()
     sync()
     times = []
@@ -108,7 +119,7 @@ def median_time(run: Callable[[], object], repeats: int, sync: Callable[[], None
         run()
         sync()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times)
 
 
 @torch.inference_mode()
@@ -131,7 +142,14 @@ def probe_speed(
         torch.randn(past_shape, dtype=dtype, device=device),
     )
     chunk = torch.randn(1, prefill_tokens, shape.hidden, dtype=dtype, device=device)
+    head_s = None
+    if shape.vocab:
+        # Its own cost: the vocabulary matmul batches better than a small layer's.
+        norm = nn.RMSNorm(shape.hidden, dtype=dtype, device=device)
+        head = nn.Linear(shape.hidden, shape.vocab, bias=False, dtype=dtype, device=device)
+        head_s = fastest_time(lambda: head(norm(new)), repeats, sync)
     return LayerSpeed(
-        decode_s=median_time(lambda: layer(new, past), repeats, sync),
-        prefill_s=median_time(lambda: layer(chunk), repeats, sync),
+        decode_s=fastest_time(lambda: layer(new, past), repeats, sync),
+        prefill_s=fastest_time(lambda: layer(chunk), repeats, sync),
+        head_s=head_s,
     )

@@ -102,6 +102,16 @@ def test_speeds_for_some_stages_only_are_refused(
     )  # fmt: skip
     assert code == 2
     assert "decode-ms is given for some stages but not for b" in err
+    code, _, err = run(
+        [
+            "--model", model,
+            "--stage", "a,memory-gb=4,head-ms=3",
+            "--stage", "b,memory-gb=4",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert "head-ms is given for some stages but not for b" in err
 
 
 def test_bad_stage_descriptions_name_the_problem() -> None:

@@ -18,6 +18,15 @@ def test_a_step_is_decode_plus_weighted_prefill_plus_head_and_link() -> None:
     assert costs.time(s, 3, last=True) == 3 * 5.0 + 4.0 * 2.0 + 1.0
 
 
+def test_a_measured_lm_head_replaces_the_estimate() -> None:
+    costs = StageCosts(MODEL, 0, prefill_weight=0.0)
+    estimated = StageCapacity("a", 10_000, decode_s=2.0, prefill_s=2.0)
+    measured = StageCapacity("b", 10_000, decode_s=2.0, prefill_s=2.0, head_s=3.0)
+    assert costs.time(estimated, 1, last=True) == 2.0 + 4.0 * 2.0
+    assert costs.time(measured, 1, last=True) == 2.0 + 3.0
+    assert costs.time(measured, 1, last=False) == 2.0
+
+
 def test_memory_counts_weights_kv_and_the_ends() -> None:
     costs = StageCosts(MODEL, 10, prefill_weight=0.0)
     assert costs.memory(2, first=False, last=False) == 2 * (100 + 10)

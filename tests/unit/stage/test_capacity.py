@@ -54,11 +54,13 @@ def test_proc_meminfo_is_read_in_bytes() -> None:
 
 
 def test_an_offer_is_a_stage_that_layerbus_plan_reads() -> None:
-    offer = StageOffer("cpu (2 cores)", MemoryBudget(3 * GIB, "x"), 0.002, 0.03)
+    offer = StageOffer("cpu (2 cores)", MemoryBudget(3 * GIB, "x"), 0.002, 0.03, 0.01, 0.0005)
     stage = capacity_of(offer.plan_item("home"), 30)
     assert (stage.name, stage.memory_bytes) == ("home", 3 * GIB)
     assert stage.decode_s == pytest.approx(0.002)
     assert stage.prefill_s == pytest.approx(0.03)
+    assert stage.head_s == pytest.approx(0.01)
+    assert stage.link_s == pytest.approx(0.0005)
 
 
 def test_the_probe_measures_this_cpu_with_the_bundled_model() -> None:
@@ -69,6 +71,7 @@ def test_the_probe_measures_this_cpu_with_the_bundled_model() -> None:
     assert offer.device.startswith("cpu")
     assert offer.memory == MemoryBudget(int(1.5 * GIB), "--memory-gb 1.5")
     assert 0 < offer.decode_s < offer.prefill_s
+    assert offer.head_s is not None and offer.head_s > 0
 
 
 def test_equal_prompts_and_outputs_bring_one_prefill_chunk_per_32_decode_steps() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from services.coordinator.model_profile import profile_from_config
-from services.stage.speed_probe import LayerShape, ReferenceLayer, median_time, probe_speed
+from services.stage.speed_probe import LayerShape, ReferenceLayer, fastest_time, probe_speed
 from shared.default_model import prepare_default_model
 
 
@@ -17,7 +18,9 @@ def bundled_config() -> dict[str, object]:
 
 def test_the_shape_comes_from_the_config() -> None:
     shape = LayerShape.from_config(bundled_config())
-    assert shape == LayerShape(hidden=576, heads=9, kv_heads=3, head_dim=64, intermediate=1536)
+    assert shape == LayerShape(
+        hidden=576, heads=9, kv_heads=3, head_dim=64, intermediate=1536, vocab=49152
+    )
 
 
 def test_the_reference_layer_has_the_size_placement_assumes() -> None:
@@ -35,11 +38,23 @@ def test_decode_and_prefill_forwards_keep_the_hidden_shape() -> None:
         assert layer(torch.randn(1, 7, 64)).shape == (1, 7, 64)
 
 
-def test_median_time_warms_up_once_then_times_each_repeat() -> None:
+def test_fastest_time_warms_up_once_then_keeps_the_fastest_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.stage import speed_probe
+
+    clock = [0.0]
+    durations = iter([100.0, 5.0, 3.0, 9.0, 4.0])  # the warm-up is the slowest and ignored
     calls: list[str] = []
-    seconds = median_time(lambda: calls.append("run"), 4, lambda: calls.append("sync"))
+
+    def run() -> None:
+        calls.append("run")
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(speed_probe.time, "perf_counter", lambda: clock[0])
+    seconds = fastest_time(run, 4, lambda: calls.append("sync"))
     assert calls == ["run", "sync"] * 5
-    assert seconds >= 0
+    assert seconds == 3.0
 
 
 def test_a_prefill_chunk_takes_longer_than_a_decode_step_on_this_cpu() -> None:
@@ -47,3 +62,9 @@ def test_a_prefill_chunk_takes_longer_than_a_decode_step_on_this_cpu() -> None:
     speed = probe_speed(shape, torch.float32, torch.device("cpu"), repeats=3)
     # 512 prompt tokens against 16 sequences' single tokens: ~30x the multiply-adds.
     assert 0 < speed.decode_s < speed.prefill_s
+    assert speed.head_s is not None and speed.head_s > 0
+
+
+def test_without_a_vocabulary_the_head_is_not_timed() -> None:
+    shape = LayerShape(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128)
+    assert probe_speed(shape, torch.float32, torch.device("cpu"), repeats=1).head_s is None
