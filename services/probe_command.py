@@ -8,7 +8,7 @@ import socket
 import sys
 
 USAGE = """usage: layerbus probe [--name NAME] [--memory-gb G] [--model DIR] [--dtype DTYPE]
-                      [--device cuda:N] [--gpu-memory-utilization U]
+                      [--device cuda:N] [--gpu-memory-utilization U] [--threads N]
                       [--coordinator tcp://HOST:PORT [--secret-key F --coordinator-key F]]
 
 Prints this host's device, the memory a stage here may use for weights and KV cache,
@@ -20,11 +20,13 @@ and one decoder layer's forward time at decode and prefill sizes, as JSON that
                      host memory on a CPU; on a GPU, --gpu-memory-utilization of it)
   --model DIR        the model whose layer shape is timed (default: the bundled one)
   --dtype DTYPE      weights dtype (default: this host's, as a stage would run)
+  --threads N        torch CPU threads, as the stage's --threads (default: torch's); on a
+                     busy host, threads that wait for each other make the figures noisy
   --coordinator ADDR also time the round trip to this coordinator (link_ms); with CURVE,
                      --secret-key must be a key it answers status queries from (a gateway's)
 """
 
-KNOWN = {"name", "memory_gb", "model", "dtype", "device", "gpu_memory_utilization"}
+KNOWN = {"name", "memory_gb", "model", "dtype", "device", "gpu_memory_utilization", "threads"}
 TRANSPORT = {"coordinator", "secret_key", "coordinator_key"}
 
 
@@ -54,6 +56,10 @@ def main(argv: list[str]) -> int:
             config = json.load(f)
         cap = float(flags["memory_gb"]) if "memory_gb" in flags else None
         util = float(flags["gpu_memory_utilization"]) if "gpu_memory_utilization" in flags else None
+        if "threads" in flags:
+            import torch
+
+            torch.set_num_threads(int(flags["threads"]))
         offer = probe_capacity(config, dtype, cap, util)
         if "coordinator" in flags:
             [transport] = build(

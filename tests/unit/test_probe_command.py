@@ -21,7 +21,18 @@ def test_probes_feed_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     files = []
     for name, memory in (("big", "1.0"), ("small", "0.25")):
         code, out, err = run(
-            ["probe", "--name", name, "--memory-gb", memory, "--dtype", "float32"], capsys
+            [
+                "probe",
+                "--name",
+                name,
+                "--memory-gb",
+                memory,
+                "--dtype",
+                "float32",
+                "--threads",
+                "1",
+            ],
+            capsys,
         )
         assert code == 0
         offer = json.loads(out)
@@ -39,6 +50,18 @@ def test_probes_feed_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     spans = {c["name"]: c["layers"] for c in plan["chain"]}
     assert set(spans) <= {"big", "small"} and "big" in spans
     assert all(c["memory_gb"] <= c["memory_cap_gb"] for c in plan["chain"])
+
+
+def test_threads_are_set_as_a_stage_sets_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    code, out, _ = run(["probe", "--memory-gb", "1", "--threads", "1"], capsys)
+    assert code == 0 and threads == [1]
+    assert json.loads(out)["decode_ms"] > 0
 
 
 def test_unknown_settings_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
