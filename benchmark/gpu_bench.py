@@ -87,7 +87,7 @@ class Summary:
         }
 
     def save(self) -> None:
-        self.data["ratios_vs_vllm_default"] = gpu_report.ratios(self.data)
+        self.data["ratios"] = gpu_report.ratios(self.data)
         (self.out / "summary.json").write_text(json.dumps(self.data, indent=1))
         (self.out / "summary.md").write_text(gpu_report.markdown(self.data))
 
@@ -187,6 +187,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--shared-gpu-util", type=float, default=0.4, help="per stage, 2 on one GPU")
     ap.add_argument("--baseline-gpu-util", type=float, default=0.4)
     ap.add_argument("--systems", nargs="+", default=None, help="only these phases (names above)")
+    ap.add_argument(
+        "--reference", default="vllm-default", help="the system ratios are taken against"
+    )
     ap.add_argument("--phase-timeout-s", type=float, default=600)
     ap.add_argument("--start-timeout-s", type=float, default=420)
     ap.add_argument(
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_model_len": args.max_model_len,
             "greedy_tokens": args.greedy_tokens,
             "gpus": args.gpus,
+            "reference": args.reference,
         },
     )
     summary.save()

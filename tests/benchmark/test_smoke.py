@@ -98,5 +98,5 @@ def test_gpu_bench_smoke(tmp_path: Path) -> None:
     # Random weights, yet the same ones in every process: layerbus equals one vLLM process.
     assert summary["greedy"] == {"layerbus-1": "8/8", "layerbus-2-shared": "8/8"}
     for system in ("layerbus-1", "layerbus-2-shared"):
-        assert isinstance(summary["ratios_vs_vllm_default"][system]["2"]["throughput"], float)
+        assert isinstance(summary["ratios"][system]["2"]["throughput"], float)
     assert "| layerbus, 1 stage | 2 |" in (out / "summary.md").read_text()

@@ -55,3 +55,11 @@ def test_table_has_a_row_per_load_with_ratios_greedy_and_errors() -> None:
     assert "layerbus, 1 stage 8/8" in text
     assert "`vllm serve` defaults 104" in text
     assert "Errors (details in summary.json): layerbus-1-c32" in text
+
+
+def test_another_reference_such_as_vllm_pipeline_parallel() -> None:
+    data = summary()
+    data["settings"]["reference"] = "layerbus-1"
+    data["labels"]["layerbus-1"] = "vLLM PP=2"
+    assert ratios(data)["vllm-default"]["1"] == {"throughput": 200 / 150, "tpot": 5 / 6}
+    assert "Ratios: against vLLM PP=2" in markdown(data)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Steps of a GPU run on the lent machine, one or more per device call (docs/gpu.md has the
+# exact calls). Runs in the repository root there; state lives in /tmp between calls.
+#   part DIR          keep DIR/bundle.tar.NN (one part of benchmark/gpu_bundle.sh) in /tmp/parts
+#   start [ARGS...]   install the joined parts once (gpu_install.sh), then start
+#                     `python3 -m benchmark.gpu_bench ARGS` in its own session (it outlives
+#                     the call), results in /tmp/gpu-bench
+#   wait SECONDS      wait until the benchmark ends or SECONDS pass, print its progress, and
+#                     copy summary.json, summary.md, its log and every log (logs.tar.gz) to $OUT
+set -euo pipefail
+SITE=/tmp/site
+RESULTS=/tmp/gpu-bench
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+case "${1:-}" in
+part)
+  mkdir -p /tmp/parts
+  cp "${2:?part folder}"/bundle.tar.* /tmp/parts/
+  ls -l /tmp/parts
+  ;;
+start)
+  shift
+  if [ ! -f "$SITE/.installed" ]; then
+    bash benchmark/gpu_install.sh /tmp/parts "$SITE"
+    touch "$SITE/.installed"
+  fi
+  mkdir -p "$RESULTS"
+  setsid nohup python3 -m benchmark.gpu_bench --output-dir "$RESULTS" \
+    --tokenizer-from /tmp/bundle/tokenizer "$@" >"$RESULTS/bench.log" 2>&1 </dev/null &
+  echo $! >"$RESULTS/pid"
+  echo "gpu_bench started (pid $(cat "$RESULTS/pid"))"
+  ;;
+wait)
+  end=$((SECONDS + ${2:?seconds}))
+  pid=$(cat "$RESULTS/pid")
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
+  if kill -0 "$pid" 2>/dev/null; then echo "gpu_bench still running"; else echo "gpu_bench done"; fi
+  grep -E "ready in|greedy equal|FAILED|^[a-z0-9-]+-c[0-9]+ " "$RESULTS/bench.log" | cut -c1-300 || true
+  if [ -n "${OUT:-}" ]; then
+    for f in summary.json summary.md bench.log; do
+      [ -f "$RESULTS/$f" ] && cp "$RESULTS/$f" "$OUT/"
+    done
+    tar -C "$RESULTS" -czf "$OUT/logs.tar.gz" --exclude=model logs raw baseline.log 2>/dev/null || true
+  fi
+  [ -f "$RESULTS/summary.md" ] && cat "$RESULTS/summary.md"
+  ;;
+*)
+  echo "usage: $0 part DIR | start [gpu_bench args] | wait SECONDS" >&2
+  exit 2
+  ;;
+esac
