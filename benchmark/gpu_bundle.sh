@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}   # the CPU venv: its versions pin the dependencies
 OUT=$(mkdir -p "${1:-build/gpu-bundle}" && cd "${1:-build/gpu-bundle}" && pwd)
-PART_MB=${PART_MB:-60}
+PART_MB=${PART_MB:-56}   # MiB; a device call carries at most 64 MiB with the working tree
 WHL=$OUT/wheels
 rm -rf "$WHL"; mkdir -p "$WHL"
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp)
