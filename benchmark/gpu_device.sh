@@ -33,17 +33,19 @@ start)
   ;;
 wait)
   end=$((SECONDS + ${2:?seconds}))
-  pid=$(cat "$RESULTS/pid")
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
-  if kill -0 "$pid" 2>/dev/null; then echo "gpu_bench still running"; else echo "gpu_bench done"; fi
-  grep -E "ready in|greedy equal|FAILED|^[a-z0-9-]+-c[0-9]+ " "$RESULTS/bench.log" | cut -c1-300 || true
+  pid=$(cat "$RESULTS/pid" 2>/dev/null || true)
+  running() { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+  while running && [ $SECONDS -lt $end ]; do sleep 5; done
+  if running; then echo "gpu_bench still running"; else echo "gpu_bench not running"; fi
+  grep -E "ready in|greedy equal|FAILED|^[a-z0-9-]+-c[0-9]+ " "$RESULTS/bench.log" 2>/dev/null \
+    | cut -c1-300 || true
   if [ -n "${OUT:-}" ]; then
     for f in summary.json summary.md bench.log; do
-      [ -f "$RESULTS/$f" ] && cp "$RESULTS/$f" "$OUT/"
+      if [ -f "$RESULTS/$f" ]; then cp "$RESULTS/$f" "$OUT/"; fi
     done
     tar -C "$RESULTS" -czf "$OUT/logs.tar.gz" --exclude=model logs raw baseline.log 2>/dev/null || true
   fi
-  [ -f "$RESULTS/summary.md" ] && cat "$RESULTS/summary.md"
+  if [ -f "$RESULTS/summary.md" ]; then cat "$RESULTS/summary.md"; fi
   ;;
 *)
   echo "usage: $0 part DIR | start [gpu_bench args] | wait SECONDS" >&2
