@@ -57,6 +57,26 @@ def test_fastest_time_warms_up_once_then_keeps_the_fastest_repeat(
     assert seconds == 3.0
 
 
+def test_short_calls_are_timed_until_the_window_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.stage import speed_probe
+
+    clock = [0.0]
+    calls = [0]
+
+    def run() -> None:
+        calls[0] += 1
+        clock[0] += 0.01
+
+    monkeypatch.setattr(speed_probe.time, "perf_counter", lambda: clock[0])
+    assert fastest_time(run, 3, lambda: None, window_s=0.5) == pytest.approx(0.01)
+    assert calls[0] == 1 + 50  # the warm-up, then 0.5 s of 10 ms calls
+    calls[0] = 0
+    fastest_time(run, 3, lambda: None, window_s=100.0, max_runs=20)
+    assert calls[0] == 1 + 20
+
+
 def test_a_prefill_chunk_takes_longer_than_a_decode_step_on_this_cpu() -> None:
     shape = LayerShape.from_config(bundled_config())
     speed = probe_speed(shape, torch.float32, torch.device("cpu"), repeats=3)
