@@ -224,6 +224,14 @@ def main(argv: list[str]) -> int:
     except ValueError as err:  # PlanInputError and unreadable numbers
         print(f"layerbus plan: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(
+            f"layerbus plan: cannot read the model's config.json (--model): {err}", file=sys.stderr
+        )
+        return 2
+    except KeyError as err:
+        print(f"layerbus plan: the model's config.json has no {err}", file=sys.stderr)
+        return 2
     if flags.get("json", "false").lower() in ("true", "1", "yes", "on"):
         print(plan_json(placement))
         return 0

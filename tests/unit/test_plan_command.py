@@ -131,3 +131,19 @@ def test_no_stages_and_unknown_flags_are_usage_errors(
     assert run(["--model", model], capsys)[0] == 2
     assert run(["--model", model, "--stage"], capsys)[0] == 2
     assert run(["--bogus", "1"], capsys)[0] == 2
+
+
+def test_a_model_folder_without_a_usable_config_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["--model", str(tmp_path / "none"), "--stage", "a,memory-gb=1"], capsys)
+    assert code == 2 and "cannot read the model's config.json (--model)" in err
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    code, _, err = run(["--model", str(tmp_path), "--stage", "a,memory-gb=1"], capsys)
+    assert code == 2 and "config.json has no 'num_attention_heads'" in err
+
+
+def test_help_lists_the_stage_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    assert "head-ms" in out and "--prompt-ratio" in out
