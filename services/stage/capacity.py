@@ -56,17 +56,22 @@ def memory_budget(
 ) -> MemoryBudget:
     """The memory a stage offers for weights and KV cache.
 
-    CUDA: vLLM's rule, the --gpu-memory-utilization share of the GPU less what other
-    processes already hold there. CPU: 90 % of the host's available memory (start
-    several stages on one host each with --memory-gb). --memory-gb caps either.
+    CUDA: vLLM's rule, the --gpu-memory-utilization share of the GPU, which vLLM
+    (0.32, v1/worker/utils.py request_memory) refuses to start with unless that much
+    is free. CPU: 90 % of the host's available memory (start several stages on one
+    host each with --memory-gb). --memory-gb caps either.
     """
     if platform == "cuda":
         util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
-        budget = int(util * total) - (total - free)
-        why = (
-            f"{util:.0%} of the GPU's {total / GIB:.1f} GiB less {(total - free) / GIB:.1f} GiB "
-            "held by others (--gpu-memory-utilization)"
-        )
+        budget = int(util * total)
+        if free < budget:
+            raise CapacityError(
+                f"only {free / GIB:.1f} GiB of the GPU's {total / GIB:.1f} GiB are free, less "
+                f"than --gpu-memory-utilization {util:g} asks ({budget / GIB:.1f} GiB), and "
+                f"vLLM would refuse to start; lower it to {int(free / total * 100) / 100:g} "
+                "or free the GPU"
+            )
+        why = f"{util:.0%} of the GPU's {total / GIB:.1f} GiB (--gpu-memory-utilization)"
     else:
         budget = int(CPU_MEMORY_SHARE * free)
         why = f"{CPU_MEMORY_SHARE:.0%} of the host's {free / GIB:.1f} GiB available"
@@ -79,10 +84,7 @@ def memory_budget(
         else:
             why += f"; less than --memory-gb {cap_gb:g}"
     if budget <= 0:
-        raise CapacityError(
-            f"this stage has no memory to offer ({why}); free some memory"
-            + (" or raise --gpu-memory-utilization" if platform == "cuda" else "")
-        )
+        raise CapacityError(f"this stage has no memory to offer ({why}); free some memory")
     return MemoryBudget(budget, why)
 
 

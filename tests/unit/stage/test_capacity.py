@@ -19,12 +19,17 @@ from services.stage.capacity import (
 )
 
 
-def test_a_gpu_offers_its_utilization_share_less_what_others_hold() -> None:
-    budget = memory_budget("cuda", total=80 * GIB, free=70 * GIB)
-    assert budget.bytes == int(0.9 * 80 * GIB) - 10 * GIB
+def test_a_gpu_offers_its_utilization_share() -> None:
+    budget = memory_budget("cuda", total=80 * GIB, free=75 * GIB)
+    assert budget.bytes == int(0.9 * 80 * GIB)
     assert "--gpu-memory-utilization" in budget.why
-    half = memory_budget("cuda", total=80 * GIB, free=80 * GIB, gpu_memory_utilization=0.5)
+    half = memory_budget("cuda", total=80 * GIB, free=50 * GIB, gpu_memory_utilization=0.5)
     assert half.bytes == 40 * GIB
+
+
+def test_a_gpu_with_less_free_than_the_share_is_refused_as_vllm_would() -> None:
+    with pytest.raises(CapacityError, match=r"only 60.0 GiB .* lower it to 0.75 or free the GPU"):
+        memory_budget("cuda", total=80 * GIB, free=60 * GIB)
 
 
 def test_a_cpu_offers_most_of_the_available_memory() -> None:
@@ -40,8 +45,8 @@ def test_the_memory_cap_lowers_the_offer_but_never_raises_it() -> None:
 
 
 def test_no_memory_left_names_the_setting() -> None:
-    with pytest.raises(CapacityError, match="raise --gpu-memory-utilization"):
-        memory_budget("cuda", total=80 * GIB, free=5 * GIB)
+    with pytest.raises(CapacityError, match="no memory to offer"):
+        memory_budget("cpu", total=8 * GIB, free=0)
     with pytest.raises(CapacityError, match="--memory-gb must be > 0"):
         memory_budget("cpu", total=8 * GIB, free=8 * GIB, cap_gb=0)
 
