@@ -22,8 +22,8 @@ USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR]
   --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,head-ms=H]
                      [,link-ms=L][,layers=START:END]  (repeat for each stage)
   --stages FILE      JSON: a list of objects with the same keys (name, memory_gb, decode_ms,
-                     prefill_ms, link_ms, layers), {"stages": [...]}, or one object as
-                     `layerbus probe` prints it (repeat for each file)
+                     prefill_ms, head_ms, link_ms, layers), {"stages": [...]}, or one object
+                     as `layerbus probe` prints it (repeat for each file)
   --model DIR        the model (default: LAYERBUS_MODEL, else the bundled one)
   --dtype DTYPE      weights and KV cache dtype (default: this host's, as a stage would run)
   --kv-tokens N      KV cache tokens every stage holds for its layers (default: --max-model-len)
