@@ -26,6 +26,7 @@ _TAGS: dict[type[msgspec.Struct], bytes] = {
     wire.Leave: b"\x26",
     wire.Step: b"\x30",
     wire.StepResult: b"\x31",
+    wire.Tokens: b"\x32",
 }
 
 

@@ -25,7 +25,7 @@ DROPPED = Counter(
 REASONS: dict[str, tuple[str, ...]] = {
     "coordinator": ("malformed", "invalid", "step-result", "unauthenticated", "role", "identity"),
     "stage-control": ("malformed",),
-    "stage-data": ("malformed", "invalid", "unauthorized", "stale"),
+    "stage-data": ("malformed", "invalid", "unauthorized", "stale", "ring-full"),
 }
 
 # One log line per (socket, reason) every this many seconds: a flood of bad

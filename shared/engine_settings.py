@@ -164,10 +164,13 @@ def build_vllm_config(
     choice: PlatformChoice | None = None,
     scheduler_cls: Any = None,
     tokenizer: bool = False,
+    async_scheduling: bool = False,
 ) -> Any:
     """A VllmConfig for this engine shape (vLLM imported lazily: it is slow).
 
     tokenizer: load the tokenizer (the coordinator's structured-output grammars need it).
+    async_scheduling: the coordinator plans ahead (vLLM's async scheduling); stages never
+    set it: their runners stay synchronous and the first stage fills in the tokens.
     choice: platform choices (a stage passes its KV cache sizing); default: this platform's.
     """
     choice = choice or engine.platform_choice()
@@ -192,7 +195,7 @@ def build_vllm_config(
         distributed_executor_backend=executor,
         scheduler_cls=scheduler_cls,
         kv_cache_memory_bytes=choice.kv_cache_bytes,
-        async_scheduling=False,
+        async_scheduling=async_scheduling,
         skip_tokenizer_init=not tokenizer,
         gpu_memory_utilization=choice.gpu_memory_utilization,
         load_format=engine.load_format,

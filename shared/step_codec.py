@@ -20,6 +20,7 @@ from vllm.v1.outputs import LogprobsLists, ModelRunnerOutput
 from shared import wire
 
 _SP_ENCODER = msgspec.msgpack.Encoder()
+PLACEHOLDER = -1  # a token a step in flight is still sampling
 _SP_DECODER = msgspec.msgpack.Decoder(SamplingParams)
 
 
@@ -41,6 +42,31 @@ def _check_supported(so: SchedulerOutput) -> None:
     bad = [name for name, used in unsupported.items() if used]
     if bad:
         raise UnsupportedPlan(f"layerbus pipelines do not support: {', '.join(bad)}")
+
+
+def cached_token_ids(
+    so: SchedulerOutput, requests: Mapping[str, Any] | None = None
+) -> list[list[int]]:
+    """The tokens each cached request feeds this step; PLACEHOLDER (-1) where not sampled yet.
+
+    vLLM's scheduler fills `new_token_ids` itself only for synchronous pipeline
+    parallelism. With async scheduling the coordinator takes them from the
+    request (positions num_computed_tokens .. + scheduled); a position whose token
+    a step in flight still samples becomes a placeholder that the first stage
+    fills from the token ring (services/stage/token_ring.py).
+    """
+    c = so.scheduled_cached_reqs
+    if c.new_token_ids or not c.req_ids:
+        return [list(t) for t in c.new_token_ids]
+    if requests is None:
+        raise UnsupportedPlan("async scheduling needs the scheduler's requests to plan tokens")
+    rows = []
+    for i, rid in enumerate(c.req_ids):
+        start = c.num_computed_tokens[i]
+        count = so.num_scheduled_tokens[rid] - len(so.scheduled_spec_decode_tokens.get(rid, ()))
+        known = requests[rid].all_token_ids[start : start + count]
+        rows.append([*known, *[PLACEHOLDER] * (count - len(known))])
+    return rows
 
 
 def plan_from_scheduler_output(
@@ -80,9 +106,10 @@ def plan_from_scheduler_output(
     cached = wire.CachedRequestsPlan(
         req_ids=list(c.req_ids),
         resumed_req_ids=sorted(c.resumed_req_ids),
-        new_token_ids=[list(t) for t in c.new_token_ids],
-        # Only async scheduling reads whole histories on the stages; ours is
-        # synchronous, so the plan carries what changed and never the history.
+        new_token_ids=cached_token_ids(so, requests),
+        # Only vLLM's async model runner reads whole histories on the stages; the
+        # stages' runners are synchronous (the coordinator plans ahead, the token
+        # ring fills in), so the plan carries what changed and never the history.
         all_token_ids={},
         new_block_ids=[None if b is None else [list(g) for g in b] for b in c.new_block_ids],
         num_computed_tokens=list(c.num_computed_tokens),

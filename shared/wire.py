@@ -246,6 +246,12 @@ class Configure(msgspec.Struct):
     # and the server key of next_address.
     upstream_key: str = ""
     next_key: str = ""
+    # The token ring (chains of two or more stages): the last stage sends each step's
+    # sampled tokens to ring_address (the first stage's activation socket, server key
+    # ring_next_key); the first stage admits Tokens from ring_upstream_key.
+    ring_address: str = ""
+    ring_next_key: str = ""
+    ring_upstream_key: str = ""
 
 
 class Configured(msgspec.Struct):
@@ -344,6 +350,10 @@ class StepPlan(msgspec.Struct, omit_defaults=True):
     scheduled_spec_decode_tokens: dict[str, list[int]] = {}
     resumed_requests: list[ResumedRequestPlan] = []
     grammar: GrammarMask | None = None
+    # Async scheduling: the coordinator plans a step before the tokens it feeds are
+    # sampled. A cached request's new_token_ids then end in placeholders (-1), filled
+    # by the first stage from the Tokens of these steps (in order), one token each.
+    token_sources: dict[str, list[int]] = {}
 
 
 class GrammarMask(msgspec.Struct):
@@ -365,6 +375,22 @@ class Step(msgspec.Struct):
     plan: StepPlan
     tensors: list[TensorMeta]
     generation: int = 0
+
+
+class Tokens(msgspec.Struct, omit_defaults=True):
+    """Last stage -> first stage (the token ring): what one step sampled, per request.
+
+    The first stage fills the placeholders of later plans with these tokens, so a
+    token waits for the links between stages only, never for the coordinator. The
+    coordinator sends failed=True for a step that will never sample (it failed on
+    the way), so the first stage does not wait for it.
+    """
+
+    step_id: int
+    generation: int
+    req_ids: list[str] = []
+    sampled_token_ids: list[list[int]] = []
+    failed: bool = False
 
 
 class SampledLogprobs(msgspec.Struct, array_like=True):

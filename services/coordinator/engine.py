@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -80,12 +81,17 @@ class EngineHost:
         micro_batches: int = 0,
         recovery_timeout_s: float = 60.0,
         max_micro_batches: int = 0,
+        async_scheduling: bool = True,
     ) -> None:
         self.engine_settings = engine
         self.link = link
         self.send = send
         self.configure_timeout_s = configure_timeout_s
         self.recovery_timeout_s = recovery_timeout_s
+        # Plan each micro-batch's next step before its tokens are back (vLLM's async
+        # scheduling): two steps per micro-batch in flight, the stages fill in tokens.
+        self.async_scheduling = async_scheduling
+        self.depth = 2 if async_scheduling else 1
         # A fixed M when set; else one per stage, raised while serving up to the cap
         # (default 4 per stage; a single stage has nothing to overlap).
         stages = len(link.chain)
@@ -121,13 +127,21 @@ class EngineHost:
         from vllm.v1.engine.core import EngineCore
 
         chain = self.link.chain
-        executor = PipelineExecutor.bind(self.link, self.configure_timeout_s)
+        # The scheduler plans for vLLM's V1 runner, which the stages run (V2 staggers
+        # decodes for its own pipeline ring).
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        executor = PipelineExecutor.bind(
+            self.link, self.configure_timeout_s, self.async_scheduling
+        )
         config = build_vllm_config(
             self.engine_settings,
             pipeline_size=len(chain),
             executor=executor,
-            scheduler_cls=MicroBatchScheduler.bind(self.micro_batches, self.max_micro_batches),
+            scheduler_cls=MicroBatchScheduler.bind(
+                self.micro_batches, self.max_micro_batches, self.async_scheduling
+            ),
             tokenizer=True,
+            async_scheduling=self.async_scheduling,
         )
         self.vllm_config = config
         self.max_model_len = config.model_config.max_model_len
@@ -139,10 +153,11 @@ class EngineHost:
             eos = getattr(hf, "eos_token_id", None)
         self.eos = eos[0] if isinstance(eos, list) else eos
         core = EngineCore(config, executor_class=executor, log_stats=True)
-        # One step in flight per micro-batch (vLLM sizes the queue by stages).
-        core.batch_queue_size = self.micro_batches
-        pipelined = self.max_micro_batches > 1
-        core.batch_queue = deque(maxlen=self.max_micro_batches) if pipelined else None
+        # Steps in flight: one per micro-batch, two with async scheduling (vLLM sizes
+        # the queue by stages).
+        core.batch_queue_size = self.depth * self.micro_batches
+        pipelined = self.depth * self.max_micro_batches > 1
+        core.batch_queue = deque(maxlen=self.depth * self.max_micro_batches) if pipelined else None
         core.step_fn = core.step if core.batch_queue is None else core.step_with_batch_queue
         core.model_executor.requests = core.scheduler.requests  # type: ignore[attr-defined]
         self.core = core
@@ -194,6 +209,7 @@ class EngineHost:
                 continue  # _recover() runs at the top of the loop
             except Exception as err:
                 self._fail_everything(f"{type(err).__name__}: {err}")
+                self.link.release_failed_steps()
                 continue
             if outputs:
                 self._publish(outputs)
@@ -235,7 +251,7 @@ class EngineHost:
         )
         self.micro_batches = wanted
         self.core.scheduler.micro.grow(wanted)
-        self.core.batch_queue_size = wanted
+        self.core.batch_queue_size = self.depth * wanted
 
     def _start_window(self, now: float) -> None:
         self._window_start = now
@@ -255,6 +271,7 @@ class EngineHost:
         if core.batch_queue:
             core.batch_queue.clear()
         core.scheduler.restart_all()
+        core.model_executor.sources.clear()
         self._update_snapshot()
         deadline = time.monotonic() + self.recovery_timeout_s
         survivors = [r for r in self.link.chain if r.state != "dead"]
@@ -267,9 +284,10 @@ class EngineHost:
                 names = " -> ".join(r.name for r in chain)
                 try:
                     self.link.broken = None
-                    self.link.reconfigure(
-                        chain, self.configure_timeout_s, list(core.scheduler.requests)
-                    )
+                    # Every stage drops every request: a stage may hold tokens of steps
+                    # whose results were lost (the token ring), so resumed requests are
+                    # taken up afresh from the coordinator's state (ResumedRequestPlan).
+                    self.link.reconfigure(chain, self.configure_timeout_s, [])
                 except PipelineFailed as err:
                     log.error("could not rebuild the chain %s: %s", names, err)
                     self.link.broken = str(err)

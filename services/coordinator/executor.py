@@ -15,9 +15,11 @@ from vllm.v1.executor.abstract import Executor
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
 
 from services.coordinator.pipeline import PipelineFailed, PipelineLink
+from services.coordinator.token_sources import Row, TokenSources
+from shared import wire
 from shared.grammar_codec import mask_from_grammar_output
 from shared.kv_codec import decode_kv
-from shared.step_codec import plan_from_scheduler_output, runner_output_from_result
+from shared.step_codec import PLACEHOLDER, plan_from_scheduler_output, runner_output_from_result
 
 
 def _done(value: Any) -> Future[Any]:
@@ -49,14 +51,26 @@ class PipelineExecutor(Executor):
 
     supports_pp = True
     link: PipelineLink  # set by bind()
+    async_scheduling = True  # set by bind()
     configure_timeout_s: float = 300.0
     _kv_layout = ""
 
     @classmethod
-    def bind(cls, link: PipelineLink, configure_timeout_s: float) -> type[PipelineExecutor]:
+    def bind(
+        cls, link: PipelineLink, configure_timeout_s: float, async_scheduling: bool = True
+    ) -> type[PipelineExecutor]:
         """A subclass tied to one PipelineLink (vLLM instantiates the class itself)."""
-        attrs = {"link": link, "configure_timeout_s": configure_timeout_s}
+        attrs = {
+            "link": link,
+            "configure_timeout_s": configure_timeout_s,
+            "async_scheduling": async_scheduling,
+        }
         return type("BoundPipelineExecutor", (cls,), attrs)
+
+    @classmethod
+    def supports_async_scheduling(cls) -> bool:
+        """vLLM asks before it enables async scheduling: the stages fill in the tokens."""
+        return cls.async_scheduling
 
     def _init_executor(self) -> None:
         self._last_sample: Future[Any] | None = None
@@ -65,7 +79,9 @@ class PipelineExecutor(Executor):
         self.requests: Mapping[str, Any] | None = None
         # A structured-output step waits here for its grammar bitmask, which
         # EngineCore computes after execute_model and hands to sample_tokens.
-        self._plan_awaiting_grammar: Any = None
+        self._plan_awaiting_grammar: tuple[wire.StepPlan, int] | None = None
+        # Which steps in flight sample the tokens a plan still lacks (async scheduling).
+        self.sources = TokenSources()
 
     # ------------------------------------------------------------ start-up
 
@@ -107,18 +123,43 @@ class PipelineExecutor(Executor):
 
     # ------------------------------------------------------------ steps
 
+    def _plan(self, scheduler_output: Any) -> tuple[wire.StepPlan, int]:
+        """The wire plan of one step and its step id; placeholders get their sources."""
+        plan = plan_from_scheduler_output(scheduler_output, self.requests)
+        step_id = self.link.new_step_id()
+        self.sources.forget(scheduler_output.finished_req_ids)
+        if self.requests is not None:
+            needed = {
+                rid: sum(1 for t in row if t == PLACEHOLDER)
+                for rid, row in zip(plan.cached.req_ids, plan.cached.new_token_ids, strict=True)
+            }
+            rows = []
+            for rid in scheduler_output.num_scheduled_tokens:
+                request = self.requests[rid]
+                produces = not request.is_prefill_chunk
+                rows.append(
+                    Row(
+                        req_id=rid,
+                        in_flight=request.num_output_placeholders - int(produces),
+                        needed=needed.get(rid, 0),
+                        produces=produces,
+                    )
+                )
+            plan.token_sources = self.sources.plan(step_id, rows)
+        return plan, step_id
+
     def execute_model(  # type: ignore[override]
         self, scheduler_output: Any, non_block: bool = False
     ) -> Any:
-        plan = plan_from_scheduler_output(scheduler_output, self.requests)
+        plan, step_id = self._plan(scheduler_output)
         if (
             scheduler_output.has_structured_output_requests
             and scheduler_output.total_num_scheduled_tokens > 0
         ):
-            self._plan_awaiting_grammar = plan
+            self._plan_awaiting_grammar = (plan, step_id)
             self._last_sample = None
             return _done(None) if non_block else None
-        sent = self.link.submit(plan)
+        sent = self.link.submit(plan, step_id)
         if scheduler_output.total_num_scheduled_tokens == 0:
             # EngineCore samples nothing for an empty step and takes this future
             # as its output; the plan still travels so stages see finished requests.
@@ -132,11 +173,12 @@ class PipelineExecutor(Executor):
     def sample_tokens(  # type: ignore[override]
         self, grammar_output: Any, non_block: bool = False
     ) -> Any:
-        plan, self._plan_awaiting_grammar = self._plan_awaiting_grammar, None
-        if plan is not None:
+        waiting, self._plan_awaiting_grammar = self._plan_awaiting_grammar, None
+        if waiting is not None:
+            plan, step_id = waiting
             if grammar_output is not None:
                 plan.grammar = mask_from_grammar_output(grammar_output)
-            self._last_sample = _mapped(self.link.submit(plan), runner_output_from_result)
+            self._last_sample = _mapped(self.link.submit(plan, step_id), runner_output_from_result)
         future = self._last_sample
         self._last_sample = None
         if future is None:

@@ -72,6 +72,8 @@ class PipelineLink:
         self._in_flight_level = TimeAverage(time.monotonic())
         self.steps_sent = 0
         self.empty_steps_sent = 0
+        # Steps that failed on the way (I/O thread); the engine thread tells the first stage.
+        self._failed_steps: list[int] = []
         # CURVE client options for a connection to a stage (set by the server).
         self.curve_for: Callable[[Any], CurveOptions | None] = lambda record: None
 
@@ -117,7 +119,10 @@ class PipelineLink:
             with self._lock:
                 self._configured[record.name] = future
             nxt = self.chain[index + 1].info.data_address if index + 1 < len(self.chain) else ""
+            last = index == len(self.chain) - 1
+            ring = self.chain[0].info.data_address if last and len(self.chain) > 1 else ""
             msg = wire.Configure(
+                ring_address=ring,
                 kv_cache_config=encode_kv(config),
                 kv_cache_layout=layout,
                 next_address=nxt,
@@ -149,8 +154,17 @@ class PipelineLink:
         configs = [self.kv_configs[r.layers] for r in chain]
         self.configure(configs, self.kv_layout, timeout, live_request_ids)
 
-    def submit(self, plan: wire.StepPlan) -> Future[Any]:
+    def new_step_id(self) -> int:
+        """The id of the next step (its plan names the steps it takes tokens from)."""
+        with self._lock:
+            step_id = self._next_step
+            self._next_step += 1
+        return step_id
+
+    def submit(self, plan: wire.StepPlan, step_id: int | None = None) -> Future[Any]:
         """Send one step down the chain; the future resolves to its StepResult."""
+        if step_id is None:
+            step_id = self.new_step_id()
         future: Future[Any] = Future()
         broken = self.broken
         if broken is not None:
@@ -160,8 +174,6 @@ class PipelineLink:
             future.set_exception(PipelineFailed(self.failure))
             return future
         with self._lock:
-            step_id = self._next_step
-            self._next_step += 1
             tokens = plan.total_num_scheduled_tokens
             self._pending[step_id] = _Pending(future, time.monotonic(), tokens)
             busy = self._busy()
@@ -175,6 +187,17 @@ class PipelineLink:
         if tokens == 0:
             self.empty_steps_sent += 1
         return future
+
+    def release_failed_steps(self) -> None:
+        """Tell the first stage which steps will never send it tokens (engine thread)."""
+        with self._lock:
+            failed, self._failed_steps = self._failed_steps, []
+            generation = self.generation
+        if self.first is None or len(self.chain) < 2:
+            return
+        for step_id in failed:
+            msg = wire.Tokens(step_id=step_id, generation=generation, failed=True)
+            self.first.send_multipart(codec.encode(msg))
 
     def is_in_flight(self, step_id: int) -> bool:
         """True if step_id was sent and has no result yet (any thread)."""
@@ -229,7 +252,10 @@ class PipelineLink:
         if pending is None:
             return False
         if result.error:
-            # The stages are alive: fail the requests in flight, keep serving.
+            # The stages are alive: fail the requests in flight, keep serving. The
+            # first stage must not wait for tokens this step will never sample.
+            with self._lock:
+                self._failed_steps.append(result.step_id)
             self.fail_all(result.error, broken=False)
             pending.future.set_exception(PipelineFailed(result.error))
         else:

@@ -14,25 +14,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from services.coordinator.micro_batches import MicroBatches
 
 
 class MicroBatchScheduler(Scheduler):
-    """Round-robin micro-batches over vLLM's Scheduler; called on the engine thread only."""
+    """Round-robin micro-batches over vLLM's Scheduler; called on the engine thread only.
+
+    With async scheduling the bound class also derives from vLLM's AsyncScheduler
+    (tokens in flight are placeholders; see services/coordinator/token_sources.py).
+    """
 
     num_micro_batches = 1
     max_micro_batches = 1
 
     @classmethod
-    def bind(cls, num_micro_batches: int, max_micro_batches: int = 0) -> type[MicroBatchScheduler]:
+    def bind(
+        cls, num_micro_batches: int, max_micro_batches: int = 0, async_scheduling: bool = False
+    ) -> type[MicroBatchScheduler]:
         """A subclass with M and its cap fixed (vLLM instantiates the scheduler class itself)."""
         attrs = {
             "num_micro_batches": num_micro_batches,
             "max_micro_batches": max(num_micro_batches, max_micro_batches),
         }
-        return type("BoundMicroBatchScheduler", (cls,), attrs)
+        bases: tuple[type, ...] = (cls, AsyncScheduler) if async_scheduling else (cls,)
+        return type("BoundMicroBatchScheduler", bases, attrs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

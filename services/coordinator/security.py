@@ -72,7 +72,12 @@ class CoordinatorSecurity:
             self.public_key() if index == 0 else self.authorizer.stage_key(chain[index - 1]) or ""
         )
         nxt = self.authorizer.stage_key(chain[index + 1]) or "" if index + 1 < len(chain) else ""
-        return msgspec.structs.replace(msg, upstream_key=upstream, next_key=nxt)
+        ring: dict[str, str] = {}
+        if len(chain) > 1 and index == 0:
+            ring["ring_upstream_key"] = self.authorizer.stage_key(chain[-1]) or ""
+        if len(chain) > 1 and index == len(chain) - 1:
+            ring["ring_next_key"] = self.authorizer.stage_key(chain[0]) or ""
+        return msgspec.structs.replace(msg, upstream_key=upstream, next_key=nxt, **ring)
 
     def close(self) -> None:
         if self.auth is not None:

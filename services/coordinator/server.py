@@ -289,6 +289,7 @@ class CoordinatorServer:
             micro_batches=self.settings.micro_batches,
             max_micro_batches=self.settings.max_micro_batches,
             recovery_timeout_s=self.settings.recovery_timeout_s,
+            async_scheduling=self.settings.async_scheduling,
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()

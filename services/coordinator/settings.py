@@ -31,6 +31,11 @@ class CoordinatorSettings(BaseSettings):
         ge=0,
         description="cap for the automatic raise (0 = 4 per stage; one stage: no raise)",
     )
+    async_scheduling: bool = Field(
+        True,
+        description="plan each micro-batch's next step before its tokens are back (vLLM's "
+        "async scheduling); the last stage sends sampled tokens straight to the first",
+    )
     recovery_timeout_s: float = Field(
         60.0,
         gt=0,

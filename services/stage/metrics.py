@@ -52,6 +52,12 @@ QUEUE_DEPTH = Gauge(
     LABELS,
 )
 
+RING_WAITING = Gauge(
+    "layerbus_stage_ring_waiting",
+    "Plans at the first stage waiting for the last stage's sampled tokens (the token ring)",
+    LABELS,
+)
+
 
 def frame_bytes(frames: Iterable[Any]) -> int:
     """Total size of message frames (bytes, zmq.Frame, numpy buffers)."""
@@ -69,6 +75,7 @@ class StageMetrics:
         self.bytes_out = ACTIVATION_BYTES.labels(**labels, direction="out")
         self.steps = STEPS.labels(**labels)
         self.queue_depth = QUEUE_DEPTH.labels(**labels)
+        self.ring_waiting_plans = RING_WAITING.labels(**labels)
         self._sends: queue.SimpleQueue[tuple[zmq.MessageTracker, float] | None] = (
             queue.SimpleQueue()
         )
@@ -79,6 +86,10 @@ class StageMetrics:
         self.forward.observe(seconds)
         self.steps.inc()
         self.bytes_in.inc(frame_bytes(received))
+
+    def ring_waiting(self, plans: int) -> None:
+        """Plans now waiting at the first stage for tokens from the last."""
+        self.ring_waiting_plans.set(plans)
 
     def sent(self, frames: Iterable[Any], tracker: zmq.MessageTracker | None, t0: float) -> None:
         """A step's output went out at t0 (monotonic); tracker (if any) says when it left."""

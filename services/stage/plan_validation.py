@@ -15,6 +15,8 @@ from typing import Any
 
 from shared import wire
 
+PLACEHOLDER = -1  # a token the first stage fills from the token ring
+
 ACTIVATION_NAMES = frozenset({"hidden_states", "residual"})
 
 
@@ -83,6 +85,16 @@ def _position(value: int, limits: PlanLimits, what: str) -> None:
         raise PlanRefused(f"{what}: {value} outside [0, {limits.max_model_len}]")
 
 
+def check_tokens(msg: wire.Tokens, limits: PlanLimits) -> None:
+    """Raise PlanRefused unless a token-ring message fits this stage's configuration."""
+    _length(msg.req_ids, limits.max_num_seqs, "ring tokens")
+    if len(msg.sampled_token_ids) != len(msg.req_ids):
+        raise PlanRefused("ring tokens: request and token lists differ in length")
+    for rid, ids in zip(msg.req_ids, msg.sampled_token_ids, strict=True):
+        _length(ids, limits.max_num_batched_tokens, f"ring tokens of {rid[:64]!r}")
+        _tokens(ids, limits, f"ring tokens of {rid[:64]!r}")
+
+
 def check_plan(plan: wire.StepPlan, limits: PlanLimits) -> None:
     """Raise PlanRefused unless every index in plan fits this stage's configuration."""
     c = plan.cached
@@ -109,11 +121,20 @@ def check_plan(plan: wire.StepPlan, limits: PlanLimits) -> None:
         _blocks(r.block_ids, limits, what)
         _position(r.num_computed_tokens, limits, what + " num_computed_tokens")
         _position(r.replay_start, limits, what + " replay_start")
+    unknown = [rid for rid in plan.token_sources if rid not in set(c.req_ids)]
+    if unknown:
+        raise PlanRefused(f"token sources for {len(unknown)} requests the plan does not schedule")
     for i, rid in enumerate(c.req_ids):
         what = f"cached request {rid[:64]!r}"
         if c.new_token_ids:
-            _length(c.new_token_ids[i], limits.max_model_len, what)
-            _tokens(c.new_token_ids[i], limits, what)
+            row = c.new_token_ids[i]
+            _length(row, limits.max_model_len, what)
+            # Async scheduling: the last len(sources) tokens are placeholders that the
+            # first stage fills from the token ring (services/stage/token_ring.py).
+            holes = len(plan.token_sources.get(rid, ()))
+            if holes > len(row) or any(t != PLACEHOLDER for t in row[len(row) - holes :]):
+                raise PlanRefused(f"{what}: {holes} token sources do not match its placeholders")
+            _tokens(row[: len(row) - holes], limits, what)
         _position(c.num_computed_tokens[i], limits, what + " num_computed_tokens")
         blocks = c.new_block_ids[i]
         if blocks is not None:

@@ -25,10 +25,12 @@ from services.stage.plan_validation import (
     PlanRefused,
     check_plan,
     check_tensors,
+    check_tokens,
     max_activation_elements,
     plan_limits,
 )
 from services.stage.settings import StageSettings
+from services.stage.token_ring import RingError, TokenRing
 from services.stage.worker import StageWorker
 from shared import codec, curve, wire
 from shared.dropped import drop, export_zeros
@@ -147,6 +149,13 @@ class StageServer:
         self.next_address = ""
         self.next_key = ""
         self.staging = HostStaging()
+        # The token ring: plans waiting at the first stage, the last stage's socket to it.
+        self.ring: TokenRing[tuple[wire.Step, list[Any], Any]] = TokenRing()
+        self.ring_fed = False
+        self.ring_out: zmq.Socket | None = None  # type: ignore[type-arg]
+        self.ring_upstream = ""
+        self.ring_address = ""
+        self.ring_key = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -246,7 +255,7 @@ class StageServer:
         self.stopping.set()
         if self.redialer is not None:
             self.redialer.close()
-        for sock in (self.data, self.control, self.next):
+        for sock in (self.data, self.control, self.next, self.ring_out):
             if sock is not None:
                 sock.close()
         if self.auth is not None:
@@ -296,11 +305,16 @@ class StageServer:
             if self.keys.enabled:
                 coordinator = self.keys.coordinator or b""
                 self.upstream = msg.upstream_key or coordinator.decode()
-                self.allow.set({coordinator, self.upstream.encode()})
+                self.ring_upstream = msg.ring_upstream_key
+                allowed = {coordinator, self.upstream.encode()}
+                if msg.ring_upstream_key:
+                    allowed.add(msg.ring_upstream_key.encode())
+                self.allow.set(allowed)
             if self.redialer is not None:
                 self.redialer.close()
                 self.redialer = None
             self._open_next(msg.next_address, msg.next_key)
+            self._open_ring(msg)
             self.configured = True
             log.info(
                 "%s: stage %d of %d, %d KV blocks, next hop %s",
@@ -315,6 +329,36 @@ class StageServer:
             error = f"{type(err).__name__}: {err}"
         reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
         self.control.send_multipart(codec.encode(reply))
+
+    def _open_ring(self, msg: wire.Configure) -> None:
+        """The token ring of this chain: what the first stage waits for, where the last sends.
+
+        Plans waiting for tokens of the previous chain are dropped: their requests
+        resume in the new one.
+        """
+        self.ring_fed = self.worker.is_first and not self.worker.is_last
+        dropped = self.ring.reset(msg.generation)
+        if dropped:
+            log.info("%s: dropped %d plans of an earlier chain", self.name, len(dropped))
+        if self.ring_out is not None:
+            self.ring_out.close(linger=0)
+            self.ring_out = None
+        # Dialled at the first send: the first stage is configured after this one
+        # (last first), and with CURVE it admits this stage only from then on.
+        self.ring_address, self.ring_key = msg.ring_address, msg.ring_next_key
+
+    def _send_ring(self, msg: wire.Tokens) -> None:
+        """Send one step's sampled tokens round the ring to the first stage."""
+        if self.ring_out is None:
+            key = self.keys.client_of(self.ring_key.encode()) if self.keys.enabled else None
+            self.ring_out = make_socket(self.ctx, zmq.DEALER, self.transport, curve=key)
+            self.ring_out.connect(self.ring_address)
+        try:
+            self.ring_out.send_multipart(codec.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            # Thousands of messages queued: the first stage is gone, and the
+            # coordinator rebuilds the chain when its heartbeats stop.
+            drop("stage-data", "ring-full", f"ring tokens of step {msg.step_id}")
 
     def _open_next(self, address: str, key: str) -> None:
         """(Re)connect the DEALER to the next hop; what was queued for the old one is dropped."""
@@ -361,6 +405,12 @@ class StageServer:
         """Leave the chain: forget every request and the next hop, wait as a standby."""
         dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
         self._open_next("", "")
+        self.ring.reset(msg.generation)
+        self.ring_fed = False
+        self.ring_address = ""
+        if self.ring_out is not None:
+            self.ring_out.close(linger=0)
+            self.ring_out = None
         self.in_chain = False
         self.generation = msg.generation
         log.info("%s: standby (dropped %d requests)", self.name, dropped)
@@ -379,16 +429,19 @@ class StageServer:
         self.control.send_multipart(codec.encode(failed))
 
     def _on_data(self, frames: list[Any]) -> None:
-        # frames[0] is the ROUTER identity of the upstream hop.
-        if self.keys.enabled and curve.user_id(frames[-1]) != self.upstream:
-            drop("stage-data", "unauthorized", "a step from a peer that is not the upstream hop")
-            return
+        # frames[0] is the ROUTER identity of the sender.
         try:
             header = codec.decode(frames[1:3])
-            if not isinstance(header, wire.Step):
-                raise wire.WireError(f"expected Step, got {type(header).__name__}")
+            if not isinstance(header, wire.Step | wire.Tokens):
+                raise wire.WireError(f"expected Step or Tokens, got {type(header).__name__}")
         except wire.WireError as err:
             drop("stage-data", "malformed", str(err))
+            return
+        if isinstance(header, wire.Tokens):
+            self._on_tokens(header, frames)
+            return
+        if self.keys.enabled and curve.user_id(frames[-1]) != self.upstream:
+            drop("stage-data", "unauthorized", "a step from a peer that is not the upstream hop")
             return
         if not self.in_chain or header.generation != self.generation or self.limits is None:
             # A step of an earlier chain (or for a standby): its requests were resumed
@@ -409,6 +462,57 @@ class StageServer:
             drop("stage-data", "invalid", f"step {header.step_id}: {err}")
             self._fail_step(header.step_id, f"refused an invalid step: {err}")
             return
+        if self.ring_fed:
+            # The first stage of a chain of two or more: the plan may wait here for
+            # the tokens the last stage has yet to send round the ring.
+            self.ring.push(header.plan, (header, frames, tensors))
+            self._run_ready()
+            return
+        self._run_step(header, frames, tensors)
+
+    def _on_tokens(self, msg: wire.Tokens, frames: list[Any]) -> None:
+        """Sampled tokens from the last stage (or a failed step named by the coordinator)."""
+        if not self.ring_fed or self.limits is None:
+            drop("stage-data", "stale", f"ring tokens of step {msg.step_id} for a stage not fed")
+            return
+        if self.keys.enabled:
+            sender = curve.user_id(frames[-1])
+            coordinator = (self.keys.coordinator or b"").decode()
+            if sender != self.ring_upstream and not (msg.failed and sender == coordinator):
+                drop("stage-data", "unauthorized", "ring tokens from a peer not the last stage")
+                return
+        try:
+            check_tokens(msg, self.limits)
+        except PlanRefused as err:
+            drop("stage-data", "invalid", f"ring tokens of step {msg.step_id}: {err}")
+            return
+        if not self.ring.add_tokens(msg):
+            drop(
+                "stage-data",
+                "stale",
+                f"ring tokens of step {msg.step_id} of generation {msg.generation} "
+                f"(this stage: {self.ring.generation})",
+            )
+            return
+        self._run_ready()
+
+    def _run_ready(self) -> None:
+        """Run every waiting plan whose tokens have all arrived, oldest first."""
+        while True:
+            try:
+                ready = self.ring.pop_ready()
+            except RingError as err:  # a plan and its tokens disagree: a bug, not a peer
+                log.error("%s: %s", self.name, err)
+                self.metrics.ring_waiting(self.ring.waiting())
+                return
+            if ready is None:
+                self.metrics.ring_waiting(self.ring.waiting())
+                return
+            _, (header, frames, tensors) = ready
+            self._run_step(header, frames, tensors)
+
+    def _run_step(self, header: wire.Step, frames: list[Any], tensors: Any) -> None:
+        """Run one valid step on this stage's layers and pass the result on."""
         self._wait_for_sends()
         started = time.monotonic()
         try:
@@ -420,6 +524,8 @@ class StageServer:
             out_tensors, runner_output = self.worker.run(scheduler_output, tensors or None, grammar)
         except Exception as err:  # the coordinator fails this step's requests
             log.exception("%s: step %d failed", self.name, header.step_id)
+            if self.ring_fed:
+                self.ring.step_failed(header.step_id)
             self._fail_step(header.step_id, f"{type(err).__name__}: {err}")
             return
         finally:
@@ -431,6 +537,16 @@ class StageServer:
         if self.worker.is_last:
             result = result_from_runner_output(header.step_id, runner_output)
             result.generation = header.generation
+            if self.ring_address:
+                # Round the ring first: the first stage is waiting for these tokens;
+                # the coordinator only streams them and plans further ahead.
+                tokens = wire.Tokens(
+                    step_id=header.step_id,
+                    generation=header.generation,
+                    req_ids=result.req_ids,
+                    sampled_token_ids=result.sampled_token_ids,
+                )
+                self._send_ring(tokens)
             sent_at, out = time.monotonic(), codec.encode(result)
             self.control.send_multipart(out)
             self.metrics.sent(out, None, sent_at)

@@ -22,7 +22,13 @@ class FakeLink:
         self.chain: list[Any] = []
         self.failure: str | None = None
 
-    def submit(self, plan: wire.StepPlan) -> Future[Any]:
+        self.next_step = 1
+
+    def new_step_id(self) -> int:
+        self.next_step += 1
+        return self.next_step - 1
+
+    def submit(self, plan: wire.StepPlan, step_id: int | None = None) -> Future[Any]:
         future: Future[Any] = Future()
         self.sent.append((plan, future))
         return future
