@@ -56,10 +56,10 @@ def cached_token_ids(
     fills from the token ring (services/stage/token_ring.py).
     """
     c = so.scheduled_cached_reqs
-    if c.new_token_ids or not c.req_ids:
-        return [list(t) for t in c.new_token_ids]
     if requests is None:
-        raise UnsupportedPlan("async scheduling needs the scheduler's requests to plan tokens")
+        # Synchronous pipeline parallelism: vLLM filled them (with async scheduling
+        # it leaves each row empty, so the coordinator always passes its requests).
+        return [list(t) for t in c.new_token_ids]
     rows = []
     for i, rid in enumerate(c.req_ids):
         start = c.num_computed_tokens[i]
