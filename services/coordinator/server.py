@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ import msgspec
 import zmq
 
 from services.coordinator import metrics, sampling, security
-from services.coordinator.authorization import Unauthorized, step_result_refusal
+from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.settings import CoordinatorSettings
+from services.coordinator.status import Served, coordinator_status, readiness, stage_statuses
 from services.coordinator.validation import RefusedGenerate, generate_error, refused_generate
 from shared import codec, curve, wire
 from shared.dropped import drop, export_zeros
@@ -34,6 +36,23 @@ from shared.sockets import make_socket
 log = logging.getLogger("layerbus.coordinator")
 
 OUTBOX = "inproc://layerbus-coordinator-outbox"
+
+# A message handler: (ROUTER identity, message, its sender, monotonic time of receipt).
+Handler = Callable[[bytes, Any, Principal, float], None]
+
+# The CoordinatorServer method that handles each message type (who may send which:
+# authorization.py). A Generate the typed decode refused is answered like a Generate.
+HANDLERS: dict[type, str] = {
+    wire.Generate: "_on_generate",
+    RefusedGenerate: "_on_generate",
+    wire.Abort: "_on_abort",
+    wire.StatusQuery: "_on_status_query",
+    wire.Register: "_on_register",
+    wire.Heartbeat: "_on_heartbeat",
+    wire.Configured: "_on_configured",
+    wire.StepResult: "_on_step_result",
+    wire.Leave: "_on_leave",
+}
 
 
 class CoordinatorServer:
@@ -77,6 +96,7 @@ class CoordinatorServer:
         # Gateways see a new incarnation after a restart and fail what they had sent to
         # the old one (each Generate is acknowledged with the incarnation: wire.Accepted).
         self.incarnation = uuid.uuid4().hex[:12]
+        self._handlers: dict[type, Handler] = {t: getattr(self, m) for t, m in HANDLERS.items()}
 
     # ------------------------------------------------------------ helpers
 
@@ -99,66 +119,22 @@ class CoordinatorServer:
             log.warning("could not send %s to %r: %s", type(msg).__name__, identity, err)
 
     def status(self, nonce: int) -> wire.Status:
-        snap = dict(self.host.snapshot) if self.host is not None else {}
-        if snap:
+        """The Status reply to a StatusQuery (built by services/coordinator/status.py)."""
+        host = self.host
+        engine = dict(host.snapshot) if host is not None else {}
+        if engine:
             # Live, not as of the engine's last step: steps that carry tokens in flight now.
-            snap["batches_in_flight"] = self.link.in_flight()[1]
-        now = time.monotonic()
-        chain = {id(r) for r in self.link.chain} if self.host is not None else set()
-        stages = []
-        for r in sorted(self.registry.stages.values(), key=lambda r: (r.layers, r.name)):
-            beat = r.beat or wire.Heartbeat(name=r.name, seq=0)
-            stages.append(
-                wire.StageStatus(
-                    name=r.name,
-                    address=r.info.data_address,
-                    layer_start=r.info.layer_start,
-                    layer_end=r.info.layer_end,
-                    state=r.state,
-                    last_heartbeat_age_s=round(now - r.last_seen, 3),
-                    layers_loaded=r.info.layers_loaded,
-                    other_parameters=r.info.other_parameters,
-                    role="active" if id(r) in chain and r.state != "dead" else "standby",
-                    pid=r.info.pid,
-                    steps=beat.steps,
-                    busy_s=beat.busy_s,
-                    recent_step_ms=beat.recent_step_ms,
-                    num_requests=beat.num_requests,
-                    metrics=r.info.metrics,
-                    dtype=r.info.dtype,
-                    max_model_len=r.info.max_model_len,
-                )
-            )
-        ready = bool(
-            self.host is not None
-            and self.host.ready.is_set()
-            and self.host.error is None
-            and self.link.failure is None
-            and self.host.state == "serving"
-        )
-        detail = self.detail
-        if self.host is not None and self.host.error:
-            detail = self.host.error
-        elif self.link.failure:
-            detail = self.link.failure
-        elif self.host is not None and self.host.state == "recovering":
-            detail = f"recovering: {self.link.broken or 'rebuilding the chain'}"
-        elif self.host is not None and self.host.state == "serving":
-            detail = "serving"
-        return wire.Status(
-            nonce=nonce,
-            ready=ready,
-            model=self.model_name,
-            max_model_len=self.host.max_model_len
-            if self.host
-            else self.engine_settings.max_model_len,
-            num_layers=self.num_layers,
-            stages=stages,
-            detail=detail,
-            incarnation=self.incarnation,
-            metrics=self.metrics_url,
-            dtype=self.dtype(),
-            **snap,
+            engine["batches_in_flight"] = self.link.in_flight()[1]
+        chain = self.link.chain if host is not None else []
+        served = Served(self.model_name, self.num_layers, self.incarnation, self.metrics_url)
+        return coordinator_status(
+            nonce,
+            served,
+            stage_statuses(self.registry.stages.values(), chain, time.monotonic()),
+            readiness(host, self.link.failure, self.link.broken, self.detail),
+            host.max_model_len if host else self.engine_settings.max_model_len,
+            self.dtype(),
+            engine,
         )
 
     def dtype(self) -> str:
@@ -304,72 +280,89 @@ class CoordinatorServer:
             if refused is None:
                 drop("coordinator", "malformed", str(err))
                 return
-            msg = refused  # out of range: answered below, never run
+            msg = refused  # out of range: answered by _on_generate, never run
         try:
             who = self.security.authorizer.principal(curve.user_id(frames[-1]))
             self.security.authorizer.check(identity, who, msg)
         except Unauthorized as err:
             drop("coordinator", err.reason, str(err))
             return
-        now = time.monotonic()
-        if isinstance(msg, wire.StepResult):
-            # Only the current chain's last stage delivers results (any chain stage may
-            # report a failure), only for a step in flight of the current generation.
-            refusal = step_result_refusal(
-                None if who.local else who.name,
-                bool(msg.error),
-                [r.name for r in self.link.chain],
-                self.link.is_in_flight(msg.step_id) and msg.generation == self.link.generation,
-            )
-            if refusal is not None:
-                drop("coordinator", "step-result", f"step {msg.step_id}: {refusal}")
-                return
-            self.link.resolve(msg)
-        elif isinstance(msg, wire.Generate | RefusedGenerate | wire.Abort):
-            if isinstance(msg, wire.Generate | RefusedGenerate):
-                # Before any answer: the gateway learns which incarnation holds it.
-                accepted = wire.Accepted([msg.request_id[:256]], self.incarnation)
-                self._send(identity, accepted)
-            if self.host is None or not self.host.ready.is_set() or self.host.error:
-                if isinstance(msg, wire.Generate | RefusedGenerate):
-                    out = wire.RequestOutput(
-                        request_id=msg.request_id,
-                        token_ids=[],
-                        finish_reason="error",
-                        error=f"not ready: {self.detail}",
-                    )
-                    self._send(identity, wire.Outputs(items=[out]))
-                return
-            if isinstance(msg, wire.Abort):
-                self.host.commands.put((identity, msg))
-                return
-            if isinstance(msg, RefusedGenerate):
-                self._refuse(identity, msg.request_id, msg.error)
-                return
-            error = generate_error(msg, self.security.generate_limits(self.host.max_model_len))
-            if error is not None:
-                self._refuse(identity, msg.request_id, error)
-                return
-            sampling.bind_engine(self.host.vllm_config)
-            self.host.commands.put((identity, msg))
-        elif isinstance(msg, wire.StatusQuery):
-            self._send(identity, self.status(msg.nonce))
-        elif isinstance(msg, wire.Heartbeat):
-            self._on_heartbeat(msg, now)
-        elif isinstance(msg, wire.Configured):
-            if identity.decode(errors="replace") == msg.name:
-                self.registry.seen(msg.name, now)
-                self.link.configured(msg)
-        elif isinstance(msg, wire.Register):
-            self._on_register(identity, msg, now)
-        elif isinstance(msg, wire.Leave):
-            record = self.registry.stages.get(msg.name)
-            if record is not None and record.info.pid == msg.pid:
-                log.warning("stage %s is leaving: %s", msg.name, msg.reason)
-                self.registry.mark_dead(msg.name)
-                self._lost(record, f"left ({msg.reason})")
-        else:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
             log.warning("unexpected %s from %r", type(msg).__name__, identity)
+            return
+        handler(identity, msg, who, time.monotonic())
+
+    # ------------------------------------------------------------ handlers (I/O thread)
+
+    def _on_step_result(
+        self, identity: bytes, msg: wire.StepResult, who: Principal, now: float
+    ) -> None:
+        # Only the current chain's last stage delivers results (any chain stage may
+        # report a failure), only for a step in flight of the current generation.
+        refusal = step_result_refusal(
+            None if who.local else who.name,
+            bool(msg.error),
+            [r.name for r in self.link.chain],
+            self.link.is_in_flight(msg.step_id) and msg.generation == self.link.generation,
+        )
+        if refusal is not None:
+            drop("coordinator", "step-result", f"step {msg.step_id}: {refusal}")
+            return
+        self.link.resolve(msg)
+
+    def _engine_ready(self) -> EngineHost | None:
+        host = self.host
+        return host if host is not None and host.ready.is_set() and not host.error else None
+
+    def _on_generate(
+        self, identity: bytes, msg: wire.Generate | RefusedGenerate, who: Principal, now: float
+    ) -> None:
+        # Before any answer: the gateway learns which incarnation holds it.
+        self._send(identity, wire.Accepted([msg.request_id[:256]], self.incarnation))
+        host = self._engine_ready()
+        if host is None:
+            out = wire.RequestOutput(
+                request_id=msg.request_id,
+                token_ids=[],
+                finish_reason="error",
+                error=f"not ready: {self.detail}",
+            )
+            self._send(identity, wire.Outputs(items=[out]))
+            return
+        if isinstance(msg, RefusedGenerate):
+            self._refuse(identity, msg.request_id, msg.error)
+            return
+        error = generate_error(msg, self.security.generate_limits(host.max_model_len))
+        if error is not None:
+            self._refuse(identity, msg.request_id, error)
+            return
+        sampling.bind_engine(host.vllm_config)
+        host.commands.put((identity, msg))
+
+    def _on_abort(self, identity: bytes, msg: wire.Abort, who: Principal, now: float) -> None:
+        host = self._engine_ready()
+        if host is not None:
+            host.commands.put((identity, msg))
+
+    def _on_status_query(
+        self, identity: bytes, msg: wire.StatusQuery, who: Principal, now: float
+    ) -> None:
+        self._send(identity, self.status(msg.nonce))
+
+    def _on_configured(
+        self, identity: bytes, msg: wire.Configured, who: Principal, now: float
+    ) -> None:
+        if identity.decode(errors="replace") == msg.name:
+            self.registry.seen(msg.name, now)
+            self.link.configured(msg)
+
+    def _on_leave(self, identity: bytes, msg: wire.Leave, who: Principal, now: float) -> None:
+        record = self.registry.stages.get(msg.name)
+        if record is not None and record.info.pid == msg.pid:
+            log.warning("stage %s is leaving: %s", msg.name, msg.reason)
+            self.registry.mark_dead(msg.name)
+            self._lost(record, f"left ({msg.reason})")
 
     def _refuse(self, identity: bytes, request_id: str, error: str) -> None:
         """Answer a Generate the engine must not take: the request itself is at fault."""
@@ -383,7 +376,9 @@ class CoordinatorServer:
         )
         self._send(identity, wire.Outputs(items=[out]))
 
-    def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
+    def _on_heartbeat(
+        self, identity: bytes, msg: wire.Heartbeat, who: Principal, now: float
+    ) -> None:
         existing = self.registry.stages.get(msg.name)
         was_dead = existing is not None and existing.state == "dead"
         record = self.registry.seen(msg.name, now, msg.pid)
@@ -398,7 +393,9 @@ class CoordinatorServer:
             # Whatever it still holds belongs to an old chain: drop it.
             self._send(record.identity, wire.Reset(generation=self.link.generation))
 
-    def _on_register(self, identity: bytes, msg: wire.Register, now: float) -> None:
+    def _on_register(
+        self, identity: bytes, msg: wire.Register, who: Principal, now: float
+    ) -> None:
         existing = self.registry.stages.get(msg.name)
         if (
             existing is not None
