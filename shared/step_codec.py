@@ -70,12 +70,14 @@ def cached_token_ids(
 
 
 def plan_from_scheduler_output(
-    so: SchedulerOutput, requests: Mapping[str, Any] | None = None
+    so: SchedulerOutput, requests: Mapping[str, Any] | None = None, histories: bool = False
 ) -> wire.StepPlan:
     """Coordinator side: SchedulerOutput -> StepPlan.
 
     `requests` (the scheduler's Request objects) lets resumed requests carry
-    what a stage that never saw them needs to take them up.
+    what a stage that never saw them needs to take them up. `histories` keeps
+    vLLM's all_token_ids (whole token lists of requests re-entering the batch),
+    which only vLLM's async model runner reads: a single GPU stage.
     """
     _check_supported(so)
     new = [
@@ -110,7 +112,7 @@ def plan_from_scheduler_output(
         # Only vLLM's async model runner reads whole histories on the stages; the
         # stages' runners are synchronous (the coordinator plans ahead, the token
         # ring fills in), so the plan carries what changed and never the history.
-        all_token_ids={},
+        all_token_ids={k: list(v) for k, v in c.all_token_ids.items()} if histories else {},
         new_block_ids=[None if b is None else [list(g) for g in b] for b in c.new_block_ids],
         num_computed_tokens=list(c.num_computed_tokens),
         num_output_tokens=list(c.num_output_tokens),

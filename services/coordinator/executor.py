@@ -125,7 +125,9 @@ class PipelineExecutor(Executor):
 
     def _plan(self, scheduler_output: Any) -> tuple[wire.StepPlan, int]:
         """The wire plan of one step and its step id; placeholders get their sources."""
-        plan = plan_from_scheduler_output(scheduler_output, self.requests)
+        # A single stage may run vLLM's async model runner, which reads histories.
+        histories = len(self.link.chain) == 1
+        plan = plan_from_scheduler_output(scheduler_output, self.requests, histories)
         step_id = self.link.new_step_id()
         self.sources.forget(scheduler_output.finished_req_ids)
         if self.requests is not None:

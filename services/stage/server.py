@@ -20,6 +20,7 @@ import zmq
 
 from services.stage.layers import local_partition, parse_layers
 from services.stage.metrics import StageMetrics
+from services.stage.output_waiter import OutputWaiter
 from services.stage.plan_validation import (
     PlanLimits,
     PlanRefused,
@@ -92,7 +93,11 @@ class StageServer:
             stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
         )
         log.info("%s: %s, dtype %s", self.name, platform, choice.dtype)
-        config = build_vllm_config(engine, pipeline_size=1, choice=choice)
+        # A stage holding the whole model on a GPU runs vLLM's async model runner, as
+        # `vllm serve` does; in a chain the runners stay synchronous and the token ring
+        # feeds the first stage (vLLM's CPU platform turns async scheduling off itself).
+        whole = part.size == 1 and platform == "cuda" and stage.async_runner
+        config = build_vllm_config(engine, pipeline_size=1, choice=choice, async_scheduling=whole)
         self.worker = StageWorker(config, part, stage.threads)
         log.info("%s: layers loaded in %.1f s", self.name, time.monotonic() - started)
         self.ctx = zmq.Context()
@@ -156,6 +161,10 @@ class StageServer:
         self.ring_upstream = ""
         self.ring_address = ""
         self.ring_key = ""
+        # Steps sampled by the async runner whose tokens are still on their way to the host.
+        self.outputs: OutputWaiter[wire.Step] | None = None
+        if self.worker.async_output:
+            self.outputs = OutputWaiter(self.ctx, StageWorker.resolve_output)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -193,6 +202,8 @@ class StageServer:
         poller = zmq.Poller()
         poller.register(self.data, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        if self.outputs is not None:
+            poller.register(self.outputs.wake, zmq.POLLIN)
         interval = self.transport.heartbeat_interval_s
         while True:
             if self.leaving:
@@ -214,6 +225,8 @@ class StageServer:
                 return
             if self.data in events:
                 self._on_data(self.data.recv_multipart(copy=False))
+            if self.outputs is not None and self.outputs.wake in events:
+                self._send_resolved()
 
     def _heartbeats(self) -> None:
         """Heartbeat thread: its own socket, so a long step never looks like a death."""
@@ -255,6 +268,8 @@ class StageServer:
         self.stopping.set()
         if self.redialer is not None:
             self.redialer.close()
+        if self.outputs is not None:
+            self.outputs.close()
         for sock in (self.data, self.control, self.next, self.ring_out):
             if sock is not None:
                 sock.close()
@@ -535,21 +550,12 @@ class StageServer:
             self.recent_step_ms = 0.8 * self.recent_step_ms + 0.2 * elapsed * 1000
             self.metrics.step(elapsed, frames[1:])
         if self.worker.is_last:
-            result = result_from_runner_output(header.step_id, runner_output)
-            result.generation = header.generation
-            if self.ring_address:
-                # Round the ring first: the first stage is waiting for these tokens;
-                # the coordinator only streams them and plans further ahead.
-                tokens = wire.Tokens(
-                    step_id=header.step_id,
-                    generation=header.generation,
-                    req_ids=result.req_ids,
-                    sampled_token_ids=result.sampled_token_ids,
-                )
-                self._send_ring(tokens)
-            sent_at, out = time.monotonic(), codec.encode(result)
-            self.control.send_multipart(out)
-            self.metrics.sent(out, None, sent_at)
+            if self.outputs is not None:
+                # Its tokens are still being copied to the host; the next step may
+                # start meanwhile. The output thread wakes the loop to send it.
+                self.outputs.put(header, runner_output)
+                return
+            self._send_result(header, runner_output)
             return
         if self.next is None:
             log.error("%s: not the last stage but has no next hop", self.name)
@@ -565,6 +571,34 @@ class StageServer:
         self.metrics.sent(out, tracker, sent_at)
         if tracker is not None:
             self.pending_sends.append(tracker)
+
+    def _send_resolved(self) -> None:
+        """Send the results of async-runner steps whose tokens have reached the host."""
+        assert self.outputs is not None
+        for header, output, error in self.outputs.take():
+            if error is not None:
+                log.error("%s: step %d failed: %s", self.name, header.step_id, error)
+                self._fail_step(header.step_id, f"{type(error).__name__}: {error}")
+                continue
+            self._send_result(header, output)
+
+    def _send_result(self, header: wire.Step, runner_output: Any) -> None:
+        """Last stage: the step's sampled tokens round the ring and to the coordinator."""
+        result = result_from_runner_output(header.step_id, runner_output)
+        result.generation = header.generation
+        if self.ring_address:
+            # Round the ring first: the first stage is waiting for these tokens;
+            # the coordinator only streams them and plans further ahead.
+            tokens = wire.Tokens(
+                step_id=header.step_id,
+                generation=header.generation,
+                req_ids=result.req_ids,
+                sampled_token_ids=result.sampled_token_ids,
+            )
+            self._send_ring(tokens)
+        sent_at, out = time.monotonic(), codec.encode(result)
+        self.control.send_multipart(out)
+        self.metrics.sent(out, None, sent_at)
 
 
 def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:

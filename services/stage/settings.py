@@ -31,4 +31,9 @@ class StageSettings(BaseSettings):
     gpu_memory_utilization: float | None = Field(
         None, description="share of the GPU's memory this stage may use (vLLM's; default 0.9)"
     )
+    async_runner: bool = Field(
+        True,
+        description="a stage holding the whole model on a GPU runs vLLM's async model runner "
+        "(sampling overlaps the next step, as `vllm serve` does)",
+    )
     device: str = Field("", description="GPU for this stage, cuda:N (default: the first)")

@@ -46,6 +46,9 @@ class StageWorker:
             torch.set_num_threads(threads)
         self.part = part
         self.vllm_config = vllm_config
+        # vLLM's async model runner (a whole model on a GPU): sampling returns before
+        # the tokens reach the host, and the next step's input stays on the GPU.
+        self.async_output = bool(vllm_config.scheduler_config.async_scheduling)
         from vllm.v1.worker.worker_base import WorkerWrapperBase
 
         # vLLM's own wrapper picks the platform's worker class (CPU or GPU) and
@@ -203,7 +206,14 @@ class StageWorker:
             return None, None
         if output is None:
             output = runner.sample_tokens(grammar_output)
-        if not isinstance(output, ModelRunnerOutput):
-            # AsyncModelRunnerOutput only appears with async scheduling, which is off.
+        if not isinstance(output, ModelRunnerOutput) and not self.async_output:
             output = output.get_output()
+        # With the async runner this may be an AsyncModelRunnerOutput: resolve_output().
         return None, output
+
+    @staticmethod
+    def resolve_output(output: Any) -> Any:
+        """The ModelRunnerOutput of a step, waiting for its tokens to reach the host."""
+        from vllm.v1.outputs import ModelRunnerOutput
+
+        return output if isinstance(output, ModelRunnerOutput) else output.get_output()
