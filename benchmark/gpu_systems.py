@@ -195,7 +195,7 @@ def start(
         plan = layerbus_plan(engine, system, num_layers, ports)
         env = child_env(plan.env)
         for child in plan.children:
-            children.spawn(child.name, [sys.executable, "-m", "services.cli", *child.args], env)
+            children.spawn(child.name, [sys.executable, "-m", "services.ops.cli", *child.args], env)
         url = f"http://127.0.0.1:{plan.port}"
         children.wait_http(url + "/health", timeout, "coordinator")
         return url, children

@@ -100,7 +100,7 @@ def start_vllm(engine: Engine, log_dir: Path, timeout: float) -> Started:
 
 
 def _layerbus(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "services.ops.cli", *args]
 
 
 def stage_kv_gb(engine: Engine, start: int, end: int, num_layers: int) -> float:

@@ -187,8 +187,8 @@ def plan_json(placement: Placement) -> str:
 
 def main(argv: list[str]) -> int:
     """Entry point of `layerbus plan`; 0 with a plan printed, 1 when none exists, 2 on bad input."""
-    from services.cli import build, parse_flags
     from services.coordinator.model_profile import profile_from_folder
+    from services.ops.cli import build, parse_flags
     from services.stage.capacity import prefill_weight
     from shared.engine_settings import EngineSettings
 

@@ -32,7 +32,7 @@ TRANSPORT = {"coordinator", "secret_key", "coordinator_key"}
 
 def main(argv: list[str]) -> int:
     """Entry point of `layerbus probe`: 0 with the JSON, 1 with no memory, 2 on bad input."""
-    from services.cli import build, parse_flags
+    from services.ops.cli import build, parse_flags
     from services.stage.capacity import CapacityError, probe_capacity
     from services.stage.link_probe import round_trip_s
     from shared.curve import KeyFileError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,19 +12,14 @@ from pathlib import Path
 
 import httpx
 
+from services.ops.process_group import stop_processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """SIGTERM a child's process group; SIGKILL it if it outlives `timeout`."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_processes([proc], timeout)
 
 
 def free_port() -> int:
@@ -68,7 +62,7 @@ class Cluster:
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
+            [sys.executable, "-m", "services.ops.cli", *args],
             cwd=ROOT,
             env=env or self.env(),
             stdout=log,
@@ -116,13 +110,4 @@ class Cluster:
         return {name: proc.pid for name, proc in self.procs.items()}
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_processes(self.procs.values(), 15)

@@ -43,7 +43,7 @@ def write_targets(gateway_url: str, path: Path) -> list[dict[str, Any]]:
     import json
 
     subprocess.run(
-        [sys.executable, "-m", "services.cli", "prometheus-targets", gateway_url, str(path)],
+        [sys.executable, "-m", "services.ops.cli", "prometheus-targets", gateway_url, str(path)],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         check=True,

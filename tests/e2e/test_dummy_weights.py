@@ -34,7 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     assert not [p for p in model.iterdir() if p.suffix in WEIGHT_SUFFIXES]
     port = free_port()
     log = root / "serve.log"
-    argv = [sys.executable, "-m", "services.cli", "serve", "--model", str(model)]
+    argv = [sys.executable, "-m", "services.ops.cli", "serve", "--model", str(model)]
     argv += ["--port", str(port), "--coordinator-port", str(free_port())]
     argv += ["--load-format", "dummy", "--kv-cache-gb", "0.25", "--metrics-port", "0"]
     argv += ["--served-model-name", NAME]

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.health_probe import query_status
+from services.ops.health_probe import query_status
 from tests.e2e.cluster import Cluster
 from tests.e2e.recovery_helpers import (
     FAST_HEARTBEATS,

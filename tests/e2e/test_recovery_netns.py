@@ -58,7 +58,7 @@ def split_hosts(
             stage_env,
         )
         remote = [
-            sys.executable, "-m", "services.cli", "stage", "--layers", "15:30",
+            sys.executable, "-m", "services.ops.cli", "stage", "--layers", "15:30",
             "--coordinator", coordinator, "--bind", f"tcp://{ns.ns_addr}:{free_port()}",
             "--kv-cache-gb", "0.25",
         ]

@@ -381,7 +381,7 @@ def test_fuzzed_messages_to_every_listening_socket(secured: Secured) -> None:
 def test_a_stage_without_keys_refuses_a_public_bind(model_path: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), LAYERBUS_MODEL=model_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "stage", "--layers", "0:15"]
+        [sys.executable, "-m", "services.ops.cli", "stage", "--layers", "0:15"]
         + ["--bind", "tcp://0.0.0.0:0"],
         cwd=ROOT,
         env=env,

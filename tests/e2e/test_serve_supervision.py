@@ -65,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
-    argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "services.ops.cli", "serve", "--port", str(port)]
     # Metrics on their defaults (9100 up; a taken port moves to the next free one).
     argv += ["--coordinator-port", str(free_port())]
     argv += ["--kv-cache-gb", "0.25", "--restart-backoff-s", "1"]

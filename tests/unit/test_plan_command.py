@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services import cli, plan_command
+from services import plan_command
+from services.ops import cli
 
 CONFIG = {
     "hidden_size": 576,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services import cli
+from services.ops import cli
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

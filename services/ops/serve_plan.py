@@ -1,6 +1,6 @@
 """Pure planning for `layerbus serve`: which flags reach which child, and each child's command.
 
-No processes here (services/launcher.py starts and supervises them). The launcher
+No processes here (services/ops/launcher.py starts and supervises them). The launcher
 owns the addresses, names and core bindings of its children; every other setting
 given to `layerbus serve` is forwarded, unchanged, to each child whose settings
 have a field of that name (engine settings reach the coordinator and every stage,

@@ -146,7 +146,7 @@ def _classes(command: str) -> list[type[BaseModel]]:
 
         return [GatewaySettings]  # includes the transport settings
     if command == "serve":
-        from services.launcher import ServeSettings
+        from services.ops.launcher import ServeSettings
 
         return [ServeSettings, EngineSettings]
     if command in ("prepare-model", "keys", "health", "prometheus-targets"):
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(probe_main(rest))
     if command == "prometheus-targets":
-        from services.prometheus_targets import main as targets_main
+        from services.ops.prometheus_targets import main as targets_main
 
         sys.exit(targets_main(rest))
     classes = _classes(command)
@@ -242,8 +242,8 @@ def _run(command: str, settings: list[Any]) -> None:
 
 def serve_help() -> str:
     """--help of `layerbus serve`: its own settings, then what it forwards to each child."""
-    from services.launcher import ServeSettings
-    from services.serve_plan import CHILD_COMMANDS, LAUNCHER_OWNED
+    from services.ops.launcher import ServeSettings
+    from services.ops.serve_plan import CHILD_COMMANDS, LAUNCHER_OWNED
 
     lines = [
         "usage: layerbus serve [--setting value ...]",
@@ -272,9 +272,9 @@ def _only(cls: type[BaseModel], names: list[str]) -> type[BaseModel]:
 
 def serve(argv: list[str]) -> int:
     """`layerbus serve`: own settings plus every child setting, forwarded unchanged."""
-    from services.launcher import ServeSettings
-    from services.launcher import serve as run_serve
-    from services.serve_plan import CHILD_COMMANDS, ServeFlagError, route_flags
+    from services.ops.launcher import ServeSettings
+    from services.ops.launcher import serve as run_serve
+    from services.ops.serve_plan import CHILD_COMMANDS, ServeFlagError, route_flags
     from shared.engine_settings import EngineSettings
 
     children = {command: _classes(command) for command in CHILD_COMMANDS}
@@ -301,7 +301,7 @@ def health(argv: list[str]) -> int:
     """
     import os
 
-    from services.health_probe import own_stage_name, probe, running_service
+    from services.ops.health_probe import own_stage_name, probe, running_service
 
     target = argv[0] if argv else os.environ.get("LAYERBUS_HEALTH_TARGET", "")
     stage = argv[1] if len(argv) > 1 else os.environ.get("LAYERBUS_HEALTH_STAGE", "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.backoff import RestartBackoff
+from services.ops.backoff import RestartBackoff
 
 
 def test_quick_deaths_double_the_delay_up_to_the_cap() -> None:

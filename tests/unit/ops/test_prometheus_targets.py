@@ -1,8 +1,8 @@
-"""services/prometheus_targets.py: /status -> Prometheus file-based discovery."""
+"""services/ops/prometheus_targets.py: /status -> Prometheus file-based discovery."""
 
 from __future__ import annotations
 
-from services.prometheus_targets import file_sd, target_of
+from services.ops.prometheus_targets import file_sd, target_of
 
 STATUS = {
     "gateway": {"metrics": "http://127.0.0.1:8000/metrics"},

@@ -1,4 +1,4 @@
-"""Pure restart backoff for supervised child processes (used by services/launcher.py)."""
+"""Pure restart backoff for supervised child processes (used by services/ops/launcher.py)."""
 
 from __future__ import annotations
 

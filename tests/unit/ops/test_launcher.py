@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from services import launcher as launcher_mod
-from services.launcher import Child, Launcher, ServeSettings, describe_exit
-from services.serve_plan import ChildSpec
+from services.ops import launcher as launcher_mod
+from services.ops.launcher import Child, Launcher, ServeSettings, describe_exit
+from services.ops.serve_plan import ChildSpec
 from shared.engine_settings import EngineSettings
 
 

@@ -58,7 +58,8 @@ def infer_target(cmdline: list[str], env: Mapping[str, str]) -> tuple[str, str]:
     for i, arg in enumerate(cmdline):
         if arg not in ("coordinator", "stage", "gateway"):
             continue
-        if i == 0 or not (cmdline[i - 1].endswith("layerbus") or cmdline[i - 1] == "services.cli"):
+        launcher = cmdline[i - 1] if i else ""
+        if not (launcher.endswith("layerbus") or launcher == "services.ops.cli"):
             continue
         args = cmdline[i + 1 :]
         if arg == "gateway":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services import cli
 from services.coordinator.settings import CoordinatorSettings
+from services.ops import cli
 from shared.engine_settings import EngineSettings
 
 BOOLS = frozenset({"enable_prefix_caching", "standby"})
@@ -85,7 +85,7 @@ def test_serve_forwards_engine_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(settings=settings, engine=engine, forwarded=forwarded)
         return 0
 
-    monkeypatch.setattr("services.launcher.serve", fake_serve)
+    monkeypatch.setattr("services.ops.launcher.serve", fake_serve)
     argv = ["--dtype", "bfloat16", "--max-model-len", "1024", "--stages", "3"]
     argv += ["--no-enable-prefix-caching", "--step-timeout-s", "30", "--max-n", "4"]
     assert cli.serve(argv) == 0

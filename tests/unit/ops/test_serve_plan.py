@@ -6,8 +6,8 @@ import pytest
 
 from services.coordinator.settings import CoordinatorSettings
 from services.gateway.settings import GatewaySettings
-from services.launcher import ServeSettings
-from services.serve_plan import (
+from services.ops.launcher import ServeSettings
+from services.ops.serve_plan import (
     ServeFlagError,
     ServePlan,
     core_bindings,

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.backoff import RestartBackoff
-from services.serve_plan import ChildSpec, ServePlan, plan_children
+from services.ops.backoff import RestartBackoff
+from services.ops.process_group import stop_processes
+from services.ops.serve_plan import ChildSpec, ServePlan, plan_children
 from services.stage.layers import even_split
 from shared.engine_settings import EngineSettings, model_num_layers
 
@@ -117,7 +118,7 @@ class Launcher:
         self.env = dict(os.environ)
 
     def spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "services.cli", *child.spec.args]
+        cmd = [sys.executable, "-m", "services.ops.cli", *child.spec.args]
         env = dict(self.env, **child.spec.env)
         cpus = child.spec.cpus
         child.proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: _die_with_parent(cpus))
@@ -205,16 +206,7 @@ class Launcher:
         """SIGTERM every child (gateway first), SIGKILL what is left after STOP_GRACE_S."""
         self.stopping = True
         procs = [c.proc for c in reversed(self.children) if c.proc is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs, STOP_GRACE_S, group=False)
 
 
 def serve(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from services.health_probe import probe, stage_verdict
+from services.ops.health_probe import probe, stage_verdict
 from shared import codec, wire
 
 
@@ -93,14 +93,14 @@ def test_unknown_target_names_the_setting() -> None:
 
 
 def test_own_stage_name() -> None:
-    from services.health_probe import own_stage_name
+    from services.ops.health_probe import own_stage_name
 
     assert own_stage_name({"LAYERBUS_STAGE_NAME": "stage-0"}) == "stage-0"
     assert own_stage_name({"LAYERBUS_STAGE_LAYERS": "15:30"}) == "stage-15-30"
 
 
 def test_infer_target_from_the_service_command_line() -> None:
-    from services.health_probe import infer_target
+    from services.ops.health_probe import infer_target
 
     assert infer_target(["/opt/venv/bin/layerbus", "gateway", "--port", "9000"], {}) == (
         "http://127.0.0.1:9000/health",
@@ -112,7 +112,7 @@ def test_infer_target_from_the_service_command_line() -> None:
     )
     env = {"LAYERBUS_BIND": "tcp://0.0.0.0:5555"}
     assert infer_target(["layerbus", "coordinator"], env) == ("tcp://127.0.0.1:5555", "")
-    line = ["python", "-m", "services.cli", "stage", "--layers=0:15", "--coordinator=tcp://c:1"]
+    line = ["python", "-m", "services.ops.cli", "stage", "--layers=0:15", "--coordinator=tcp://c:1"]
     assert infer_target(line, {}) == ("tcp://c:1", "stage-0-15")
     env = {"LAYERBUS_STAGE_COORDINATOR": "tcp://c:2", "LAYERBUS_STAGE_NAME": "s0"}
     assert infer_target(["layerbus", "stage"], env) == ("tcp://c:2", "s0")

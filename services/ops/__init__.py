@@ -1,0 +1,1 @@
+"""Operator tools: the `layerbus` command, `layerbus serve`'s launcher, health checks, targets."""
