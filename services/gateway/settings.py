@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,20 +127,3 @@ class GatewaySettings(TransportSettings):
     def model_name(self) -> str:
         """The name clients use in `model`."""
         return self.served_model_name or Path(self.model).name
-
-
-def build_settings(argv: Sequence[str] | None = None, **overrides: Any) -> GatewaySettings:
-    """Settings from CLI flags (e.g. ["--port", "8001", "--api-keys", "a,b"]), env and overrides.
-
-    Precedence: flags, then keyword overrides, then LAYERBUS_* variables, then defaults.
-    """
-    if argv is None:
-        return GatewaySettings(**overrides)
-    cli: dict[str, Any] = {
-        "_cli_parse_args": list(argv),
-        "_cli_prog_name": "layerbus gateway",
-        "_cli_kebab_case": True,
-        "_cli_implicit_flags": True,
-        "_cli_exit_on_error": False,
-    }
-    return GatewaySettings(**cli, **overrides)

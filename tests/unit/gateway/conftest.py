@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from services.gateway.app import create_app
-from services.gateway.settings import GatewaySettings, build_settings
+from services.gateway.settings import GatewaySettings
 from services.gateway.tokenization import Tokenizer
 from tests.unit.gateway.fake_coordinator import FakeCoordinator
 
@@ -87,7 +87,7 @@ def gateway_settings(coordinator: str, **overrides: Any) -> GatewaySettings:
         "log_level": "warning",
     }
     values.update(overrides)
-    return build_settings(**values)
+    return GatewaySettings(**values)
 
 
 def launch_gateway(

@@ -1,4 +1,4 @@
-"""GatewaySettings: defaults, environment, overrides and CLI flags."""
+"""GatewaySettings: defaults, environment and overrides (flags: tests/unit/ops/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.gateway.settings import GatewaySettings, build_settings
+from services.gateway.settings import GatewaySettings
 from tests.unit.gateway.conftest import MODEL_PATH
 
 
@@ -41,14 +41,6 @@ def test_environment_with_comma_separated_keys(monkeypatch: pytest.MonkeyPatch) 
 def test_keyword_overrides_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAYERBUS_PORT", "9001")
     assert make(port=9002).port == 9002
-    assert build_settings(port=9003).port == 9003
-
-
-def test_cli_flags() -> None:
-    s = build_settings(
-        ["--port", "8123", "--api-keys", "a,b", "--coordinator", "tcp://10.0.0.5:5555"]
-    )
-    assert (s.port, s.api_keys, s.coordinator) == (8123, ["a", "b"], "tcp://10.0.0.5:5555")
 
 
 def test_missing_model_folder_names_the_setting(tmp_path: object) -> None:
