@@ -23,6 +23,7 @@ from services.coordinator.structured import verify_structured
 from shared import wire
 from shared.context_length import context_length_error
 from shared.engine_settings import EngineSettings, build_vllm_config
+from shared.step_phases import timed
 
 log = logging.getLogger("layerbus.coordinator")
 
@@ -212,7 +213,8 @@ class EngineHost:
                 self.link.release_failed_steps()
                 continue
             if outputs:
-                self._publish(outputs)
+                with timed("coordinator", "publish"):
+                    self._publish(outputs)
             self._maybe_raise_micro_batches()
             self._update_snapshot()
 

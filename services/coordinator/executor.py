@@ -20,6 +20,7 @@ from shared import wire
 from shared.grammar_codec import mask_from_grammar_output
 from shared.kv_codec import decode_kv
 from shared.step_codec import PLACEHOLDER, plan_from_scheduler_output, runner_output_from_result
+from shared.step_phases import timed
 
 
 def _done(value: Any) -> Future[Any]:
@@ -125,6 +126,10 @@ class PipelineExecutor(Executor):
 
     def _plan(self, scheduler_output: Any) -> tuple[wire.StepPlan, int]:
         """The wire plan of one step and its step id; placeholders get their sources."""
+        with timed("coordinator", "plan"):
+            return self._make_plan(scheduler_output)
+
+    def _make_plan(self, scheduler_output: Any) -> tuple[wire.StepPlan, int]:
         # A single stage may run vLLM's async model runner, which reads histories.
         histories = len(self.link.chain) == 1
         plan = plan_from_scheduler_output(scheduler_output, self.requests, histories)

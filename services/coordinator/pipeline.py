@@ -24,6 +24,7 @@ from shared import codec, wire
 from shared.curve import CurveOptions
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
+from shared.step_phases import observe
 
 
 class PipelineFailed(RuntimeError):
@@ -181,8 +182,10 @@ class PipelineLink:
             self._in_flight_level.set(busy, time.monotonic())
             generation = self.generation
         assert self.first is not None
+        started = time.perf_counter()
         step = wire.Step(step_id=step_id, plan=plan, tensors=[], generation=generation)
         self.first.send_multipart(codec.encode(step))
+        observe("coordinator", "send", time.perf_counter() - started)
         self.steps_sent += 1
         if tokens == 0:
             self.empty_steps_sent += 1

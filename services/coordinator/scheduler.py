@@ -18,6 +18,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from services.coordinator.micro_batches import MicroBatches
+from shared.step_phases import timed
 
 
 class MicroBatchScheduler(Scheduler):
@@ -51,6 +52,10 @@ class MicroBatchScheduler(Scheduler):
         self.empty_steps = 0
 
     def schedule(self, throttle_prefills: bool = False) -> Any:
+        with timed("coordinator", "schedule"):
+            return self._schedule(throttle_prefills)
+
+    def _schedule(self, throttle_prefills: bool) -> Any:
         everyone = self.running
         ids = [r.request_id for r in everyone]
         self.micro.forget_finished(ids)
@@ -83,7 +88,8 @@ class MicroBatchScheduler(Scheduler):
         group = self._group_of_step.pop(id(scheduler_output), None)
         if group is not None:
             self.micro.finished(group)
-        return super().update_from_output(scheduler_output, model_runner_output)
+        with timed("coordinator", "update"):
+            return super().update_from_output(scheduler_output, model_runner_output)
 
     def micro_batch_sizes(self) -> list[int]:
         return self.micro.sizes(r.request_id for r in self.running)

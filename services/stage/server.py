@@ -53,6 +53,7 @@ from shared.step_codec import (
     resumed_from_plan,
     scheduler_output_from_plan,
 )
+from shared.step_phases import observe, timed
 from shared.tensor_frames import HostStaging, frames_to_tensors, tensors_to_frames
 
 log = logging.getLogger("layerbus.stage")
@@ -155,7 +156,7 @@ class StageServer:
         self.next_key = ""
         self.staging = HostStaging()
         # The token ring: plans waiting at the first stage, the last stage's socket to it.
-        self.ring: TokenRing[tuple[wire.Step, list[Any], Any]] = TokenRing()
+        self.ring: TokenRing[tuple[wire.Step, list[Any], Any, float]] = TokenRing()
         self.ring_fed = False
         self.ring_out: zmq.Socket | None = None  # type: ignore[type-arg]
         self.ring_upstream = ""
@@ -445,6 +446,7 @@ class StageServer:
 
     def _on_data(self, frames: list[Any]) -> None:
         # frames[0] is the ROUTER identity of the sender.
+        arrived = time.perf_counter()
         try:
             header = codec.decode(frames[1:3])
             if not isinstance(header, wire.Step | wire.Tokens):
@@ -477,10 +479,11 @@ class StageServer:
             drop("stage-data", "invalid", f"step {header.step_id}: {err}")
             self._fail_step(header.step_id, f"refused an invalid step: {err}")
             return
+        observe("stage", "decode", time.perf_counter() - arrived)
         if self.ring_fed:
             # The first stage of a chain of two or more: the plan may wait here for
             # the tokens the last stage has yet to send round the ring.
-            self.ring.push(header.plan, (header, frames, tensors))
+            self.ring.push(header.plan, (header, frames, tensors, time.perf_counter()))
             self._run_ready()
             return
         self._run_step(header, frames, tensors)
@@ -523,7 +526,8 @@ class StageServer:
             if ready is None:
                 self.metrics.ring_waiting(self.ring.waiting())
                 return
-            _, (header, frames, tensors) = ready
+            _, (header, frames, tensors, queued) = ready
+            observe("stage", "ring_wait", time.perf_counter() - queued)
             self._run_step(header, frames, tensors)
 
     def _run_step(self, header: wire.Step, frames: list[Any], tensors: Any) -> None:
@@ -549,6 +553,12 @@ class StageServer:
             self.busy_s += elapsed
             self.recent_step_ms = 0.8 * self.recent_step_ms + 0.2 * elapsed * 1000
             self.metrics.step(elapsed, frames[1:])
+            observe("stage", "forward", elapsed)
+        with timed("stage", "forward_send"):
+            self._pass_on(header, out_tensors, runner_output)
+
+    def _pass_on(self, header: wire.Step, out_tensors: Any, runner_output: Any) -> None:
+        """A step's output to the next stage, or its sampled tokens out of the last."""
         if self.worker.is_last:
             if self.outputs is not None:
                 # Its tokens are still being copied to the host; the next step may
