@@ -117,6 +117,7 @@ def start_layerbus(
     *,
     delay_ms: float = 0.0,
     micro_batches: int | None = None,
+    extra_coordinator_env: dict[str, str] | None = None,
 ) -> Started:
     """Coordinator, stages and gateway (behind delay proxies when delay_ms > 0)."""
     children = Children(log_dir)
@@ -134,6 +135,7 @@ def start_layerbus(
     coordinator_env.pop("LAYERBUS_MICRO_BATCHES", None)
     if micro_batches is not None:
         coordinator_env["LAYERBUS_MICRO_BATCHES"] = str(micro_batches)
+    coordinator_env.update(extra_coordinator_env or {})
     coordinator = f"tcp://127.0.0.1:{free_port()}"
     binds = [f"tcp://127.0.0.1:{free_port()}" for _ in layers]
     stage_coordinator, advertised = coordinator, list(binds)

@@ -100,3 +100,19 @@ def test_gpu_bench_smoke(tmp_path: Path) -> None:
     for system in ("layerbus-1", "layerbus-2-shared"):
         assert isinstance(summary["ratios"][system]["2"]["throughput"], float)
     assert "| layerbus, 1 stage | 2 |" in (out / "summary.md").read_text()
+
+
+@pytest.mark.e2e
+def test_step_overhead_smoke(tmp_path: Path) -> None:
+    """Two stages, a couple of requests: every phase of the token loop is reported."""
+    out = tmp_path / "overhead"
+    cmd = [sys.executable, "-m", "benchmark.step_overhead", "--smoke", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()[-5000:]
+    results = json.loads((out / "step_overhead.json").read_text())
+    seen = {(row["who"].split("-")[0], row["phase"]) for row in results["c2"]["phases"]}
+    for phase in ("schedule", "plan", "send", "update", "publish"):
+        assert ("coordinator", phase) in seen, phase
+    for phase in ("decode", "ring_wait", "forward", "forward_send", "hop"):
+        assert ("stage", phase) in seen, phase
+    assert "| coordinator | schedule |" in (out / "step_overhead.md").read_text()
