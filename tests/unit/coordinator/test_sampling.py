@@ -94,3 +94,24 @@ def test_bad_words_without_an_engine_are_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(sampling, "_engine_config", None)
     with pytest.raises(ValueError, match="bad_words"):
         sampling_params(wire.SamplingSpec(max_tokens=4, bad_words=["Paris"]), {}, None)
+
+
+def test_every_structured_field_is_a_structured_outputs_params_field() -> None:
+    import dataclasses
+
+    vllm_fields = {f.name for f in dataclasses.fields(vllm_sampling.StructuredOutputsParams)}
+    missing = set(wire.StructuredSpec.__struct_fields__) - vllm_fields
+    assert not missing, f"vLLM StructuredOutputsParams has no field(s) {missing}"
+
+
+def test_structured_options_reach_vllm() -> None:
+    spec = wire.StructuredSpec(
+        regex="[0-9]+",
+        disable_any_whitespace=True,
+        disable_additional_properties=True,
+        whitespace_pattern=" ?",
+    )
+    params = sampling_params(wire.SamplingSpec(max_tokens=4, structured=spec), {}, None)
+    got = params.structured_outputs
+    assert (got.regex, got.disable_any_whitespace, got.whitespace_pattern) == ("[0-9]+", True, " ?")
+    assert got.disable_additional_properties and got.json is None
