@@ -24,6 +24,7 @@ import zmq
 
 from shared import codec, curve, wire
 from tests.e2e.cluster import ROOT, Cluster, free_port
+from tests.e2e.recovery_helpers import run_streams
 
 pytestmark = pytest.mark.e2e
 
@@ -301,6 +302,51 @@ def test_a_step_with_out_of_range_blocks_is_refused_and_the_stage_keeps_serving(
     sock.close(linger=5000)
     assert secured.wait_dropped("stage-a", ("stage-data", "invalid"), before) == before + 1
     ask_paris(secured.cluster)
+    all_alive(secured.cluster)
+
+
+def greedy_texts(cluster: Cluster) -> list[str]:
+    results = run_streams(cluster.url, 4, 24)
+    assert all(r.error is None and r.finish == "length" for r in results), results
+    return [r.text for r in results]
+
+
+def forged_tokens(secured: Secured) -> list[wire.Tokens]:
+    """Ring tokens for the steps about to be planned: each would fill its plan with 0s."""
+    coordinator = httpx.get(secured.cluster.url + "/status", timeout=10).json()["coordinator"]
+    first = max(1, coordinator["steps"] - 8)
+    return [
+        wire.Tokens(step_id=s, generation=coordinator["generation"])
+        for s in range(first, first + 600)
+    ]
+
+
+def test_forged_ring_tokens_are_dropped_and_the_text_stays(secured: Secured) -> None:
+    reference = greedy_texts(secured.cluster)
+    key = ("stage-data", "unauthorized")
+    before = secured.dropped("stage-a").get(key, 0)
+    # The coordinator's key passes the first stage's handshake (it sends the steps), but
+    # only the last stage may send sampled tokens; the coordinator only failed=True ones.
+    sock = secured.peer(secured.stage_address(0), "coordinator", "stage-a")
+    forged = forged_tokens(secured)
+    for msg in forged:
+        sock.send_multipart(codec.encode(msg))
+    sock.close(linger=5000)
+    assert secured.wait_dropped("stage-a", key, before + len(forged) - 1) == before + len(forged)
+    # Had they been taken, the plans of these steps would run on token 0.
+    assert greedy_texts(secured.cluster) == reference
+    # Keys that are not in the chain (another gateway, a stage outside it) never get
+    # past the handshake of the first stage's activation socket.
+    for name in ("gateway-a", "stage-c"):
+        unlisted = ("stage-data", "unlisted-key")
+        refused_before = secured.dropped("stage-a").get(unlisted, 0)
+        sock = secured.peer(secured.stage_address(0), name, "stage-a")
+        for msg in forged_tokens(secured):
+            with contextlib.suppress(zmq.Again):
+                sock.send_multipart(codec.encode(msg), zmq.NOBLOCK)
+        assert secured.wait_dropped("stage-a", unlisted, refused_before) > refused_before
+        sock.close(linger=0)
+        assert greedy_texts(secured.cluster) == reference
     all_alive(secured.cluster)
 
 
