@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from tests.e2e.cluster import Cluster, free_port
-from tests.e2e.recovery_helpers import run_streams, status
+from tests.e2e.recovery_helpers import QUESTIONS, run_streams, status
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +97,53 @@ def test_100ms_links_give_the_same_text(wan: Cluster, two_stages: Cluster) -> No
     assert 2 < coordinator["micro_batches"] <= coordinator["max_micro_batches"], coordinator
     assert coordinator["round_trip_ms"] > 3 * DELAY_MS, coordinator
     assert "raising micro-batches" in (wan.log_dir / "coordinator.log").read_text()
+
+
+def stream_gaps(url: str, question: str, max_tokens: int) -> tuple[str, list[float]]:
+    """One greedy stream: its text and the seconds between consecutive text chunks."""
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    text, arrivals = "", []
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = orjson.loads(line[6:])
+            assert "error" not in chunk, chunk
+            for choice in chunk["choices"]:
+                content = choice["delta"].get("content")
+                if content:
+                    text += content
+                    arrivals.append(time.monotonic())
+    return text, [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+
+
+def one_at_a_time(url: str) -> tuple[list[str], float]:
+    """Texts of a few streams run one after another, and their median per-token gap."""
+    texts, gaps = [], []
+    for question in QUESTIONS[:4]:
+        text, between = stream_gaps(url, question, 48)
+        texts.append(text)
+        gaps += between
+    return texts, statistics.median(gaps)
+
+
+def test_one_stream_waits_for_two_links_per_token(wan: Cluster, two_stages: Cluster) -> None:
+    # Concurrency 1: each token goes stage 0 -> stage 1 -> (the token ring) stage 0, two
+    # delayed links; the coordinator plans ahead, so its own link is off that loop.
+    reference, lan_s = one_at_a_time(two_stages.url)
+    texts, wan_s = one_at_a_time(wan.url)
+    assert texts == reference
+    bound = 2 * DELAY_MS / 1000 + 1.5 * lan_s
+    print(
+        f"per-token latency: {lan_s * 1000:.1f} ms without delay, {wan_s * 1000:.1f} ms "
+        f"behind {DELAY_MS} ms links (bound {bound * 1000:.1f} ms)"
+    )
+    assert wan_s < bound, (wan_s, lan_s)
