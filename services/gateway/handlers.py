@@ -25,7 +25,6 @@ from services.gateway.protocol import (
     CompletionRequest,
     parse_request,
     require_model,
-    wire_param,
 )
 from services.gateway.sampling_defaults import NEUTRAL, pick
 from services.gateway.settings import GatewaySettings
@@ -33,6 +32,7 @@ from services.gateway.streaming import SSEResponse, StreamPlan, sse_events
 from services.gateway.structured import structured_spec
 from services.gateway.tokenization import TemplateError, Tokenizer
 from services.gateway.tools import ToolExtractor, ToolPlan, plan_tools, tool_constraint
+from services.gateway.wire_fields import wire_param
 from shared import wire
 from shared.context_length import context_length_error
 

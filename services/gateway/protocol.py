@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
-import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.errors import APIError, bad_request
-from shared import wire
+from services.gateway.wire_fields import wire_field
 
 log = logging.getLogger("layerbus.gateway")
-
-
-def _bounds(kind: Any) -> dict[str, Any]:
-    """Pydantic constraints equal to one msgspec type's Meta (numbers, lengths)."""
-    if isinstance(kind, msgspec.inspect.UnionType):
-        inner = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
-        return _bounds(inner[0]) if len(inner) == 1 else {}
-    names = ("gt", "ge", "lt", "le", "min_length", "max_length")
-    return {n: v for n in names if (v := getattr(kind, n, None)) is not None}
-
-
-_SPEC_INFO = msgspec.inspect.type_info(wire.SamplingSpec)
-assert isinstance(_SPEC_INFO, msgspec.inspect.StructType)
-_WIRE_BOUNDS = {f.name: _bounds(f.type) for f in _SPEC_INFO.fields}
-
-
-def wire_field(name: str, default: Any = None) -> Any:
-    """A request field with the bounds shared.wire.SamplingSpec declares for `name`."""
-    return Field(default, **_WIRE_BOUNDS[name])
 
 
 class _Lenient(BaseModel):
@@ -329,12 +308,6 @@ def parse_request(body: bytes, model: type[Req]) -> Req:
         raise bad_request(f"{where}{first['msg']}", param=param) from None
     request.check()
     return request
-
-
-def wire_param(err: msgspec.ValidationError) -> str | None:
-    """The parameter a wire.SamplingSpec validation error names (`$.logit_bias` -> logit_bias)."""
-    match = re.search(r"`\$\.(\w+)", str(err))
-    return match.group(1) if match else None
 
 
 def require_model(requested: str | None, served: str, aliases: Sequence[str] = ()) -> None:

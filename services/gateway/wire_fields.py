@@ -1,0 +1,41 @@
+"""Request fields that carry a wire contract: their bounds come from shared/wire.py.
+
+A range is declared once, as msgspec Meta on wire.SamplingSpec; the request models
+(protocol.py) take it from here, so the gateway refuses with a 400 what the
+coordinator's typed decode would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from pydantic import Field
+
+from shared import wire
+
+
+def _bounds(kind: Any) -> dict[str, Any]:
+    """Pydantic constraints equal to one msgspec type's Meta (numbers, lengths)."""
+    if isinstance(kind, msgspec.inspect.UnionType):
+        inner = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return _bounds(inner[0]) if len(inner) == 1 else {}
+    names = ("gt", "ge", "lt", "le", "min_length", "max_length")
+    return {n: v for n in names if (v := getattr(kind, n, None)) is not None}
+
+
+_SPEC_INFO = msgspec.inspect.type_info(wire.SamplingSpec)
+assert isinstance(_SPEC_INFO, msgspec.inspect.StructType)
+_WIRE_BOUNDS = {f.name: _bounds(f.type) for f in _SPEC_INFO.fields}
+
+
+def wire_field(name: str, default: Any = None) -> Any:
+    """A request field with the bounds shared.wire.SamplingSpec declares for `name`."""
+    return Field(default, **_WIRE_BOUNDS[name])
+
+
+def wire_param(err: msgspec.ValidationError) -> str | None:
+    """The parameter a wire.SamplingSpec validation error names (`$.logit_bias` -> logit_bias)."""
+    match = re.search(r"`\$\.(\w+)", str(err))
+    return match.group(1) if match else None
