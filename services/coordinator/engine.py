@@ -142,7 +142,10 @@ class EngineHost:
                 self.micro_batches, self.max_micro_batches, self.async_scheduling
             ),
             tokenizer=True,
-            async_scheduling=self.async_scheduling,
+            # vLLM's own flag only where its V1 runner allows it (one stage): with
+            # pipeline parallelism it refuses V1 + async, and the CPU platform turns it
+            # off anyway. Our scheduler class and batch queue plan ahead either way.
+            async_scheduling=self.async_scheduling and len(chain) == 1,
         )
         self.vllm_config = config
         self.max_model_len = config.model_config.max_model_len
