@@ -146,6 +146,36 @@ def test_sigterm_drains_active_stage_to_standby(healing: Cluster, reference: lis
     assert _active(healing, 15)["name"] != victim["name"]
 
 
+def test_kill_first_stage_while_tokens_travel_the_ring(
+    healing: Cluster, reference: list[str]
+) -> None:
+    # The first stage holds plans waiting for tokens the last stage sends it round the
+    # ring (services/stage/token_ring.py); killing it loses those plans and the tokens
+    # on their way, and the standby takes its place with none of them.
+    start_stage(healing, 0, 15, "standby-0-15")
+    wait_for(
+        lambda: any(
+            s["name"] == "standby-0-15" and s["role"] == "standby"
+            for s in status(healing)["stages"]
+        ),
+        "the standby for layers 0:15 registers",
+    )
+    free = status(healing)["coordinator"]["num_free_blocks"]
+    victim = _active(healing, 0)
+    recoveries = status(healing)["coordinator"]["recoveries"]
+
+    def kill(_: list[StreamResult]) -> None:
+        os.kill(int(str(victim["pid"])), signal.SIGKILL)
+
+    results = run_streams(healing.url, STREAMS, TOKENS, during=kill)
+    assert _texts(results) == reference
+    assert status(healing)["coordinator"]["recoveries"] == recoveries + 1
+    assert _active(healing, 0)["name"] == "standby-0-15"
+    wait_for(lambda: settled(healing, free), "KV blocks free and no leftover requests")
+    # The new first stage keeps serving the same text once the chain is at rest.
+    assert _texts(run_streams(healing.url, STREAMS, TOKENS)) == reference
+
+
 def test_kill_then_restart_same_stage(model_path: str, tmp_path: Path) -> None:
     # Loading a stage takes 10-30 s on a busy 2-core machine: leave it room.
     cluster = _cluster(model_path, tmp_path, LAYERBUS_RECOVERY_TIMEOUT_S="120")
