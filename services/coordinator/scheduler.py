@@ -61,6 +61,14 @@ class MicroBatchScheduler(Scheduler):
         self.micro.forget_finished(ids)
         group = self.micro.next_group()
         mine_ids = set(self.micro.members(group, ids))
+        # A structured-output request waits for its tokens in flight: its grammar mask
+        # must follow the previous token, and with 2 x M steps queued EngineCore's deferred
+        # sampling would only wait for the oldest step, not for that request's.
+        mine_ids -= {
+            r.request_id
+            for r in everyone
+            if r.request_id in mine_ids and r.use_structured_output and r.num_output_placeholders
+        }
         cap = self.micro.admission_cap(group, ids, len(self.waiting), self.max_num_running_reqs)
         saved_cap = self.max_num_active_reqs
         self.running = [r for r in everyone if r.request_id in mine_ids]
