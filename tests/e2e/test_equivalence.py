@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,32 @@ def generate_ids(cluster: Cluster, prompt: list[int]) -> list[int]:
     assert resp.status_code == 200, resp.text
     choice = resp.json()["choices"][0]
     return list(choice["token_ids"])
+
+
+async def generate_ids_async(
+    client: httpx.AsyncClient, cluster: Cluster, prompt: list[int]
+) -> list[int]:
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "prompt": prompt,
+        "max_tokens": 32,
+        "temperature": 0,
+        "return_token_ids": True,
+    }
+    resp = await client.post(cluster.url + "/v1/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["choices"][0]["token_ids"])
+
+
+def generate_concurrently(cluster: Cluster, prompts: list[list[int]]) -> list[list[int]]:
+    """Every prompt at once: they share steps and micro-batches, tokens travel the ring."""
+
+    async def main() -> list[list[int]]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            jobs = [generate_ids_async(client, cluster, p) for p in prompts]
+            return list(await asyncio.gather(*jobs))
+
+    return asyncio.run(main())
 
 
 def check_equal(cluster: Cluster, prompt_ids: list[list[int]], baseline: list[list[int]]) -> None:
@@ -64,5 +91,33 @@ def test_other_splits_match_vllm(
             assert stage["layers_loaded"] == list(range(start, end))
         if len(layers) == 3:
             assert stages[1]["other_parameters"] == []  # no embeddings, norm or head
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("layers", "micro_batches"),
+    [([(0, 15), (15, 30)], 2), ([(0, 4), (4, 24), (24, 30)], 4)],
+    ids=["two-stages-M2", "three-stages-4-20-6-M4"],
+)
+def test_concurrent_requests_match_vllm(
+    layers: list[tuple[int, int]],
+    micro_batches: int,
+    model_path: str,
+    tmp_path: Path,
+    prompt_ids: list[list[int]],
+    baseline_ids: list[list[int]],
+) -> None:
+    env = {"LAYERBUS_MICRO_BATCHES": str(micro_batches)}
+    cluster = Cluster(model=model_path, layers=layers, log_dir=tmp_path, env_extra=env)
+    try:
+        cluster.start()
+        got = generate_concurrently(cluster, prompt_ids)
+        for index, (ids, expected) in enumerate(zip(got, baseline_ids, strict=True)):
+            assert ids == expected, f"prompt {index} ({len(prompt_ids[index])} tokens) differs"
+        coordinator = httpx.get(cluster.url + "/status", timeout=10).json()["coordinator"]
+        assert coordinator["micro_batches"] == micro_batches
+        # The prompts really ran side by side: several micro-batches were in flight.
+        assert coordinator["max_batches_in_flight"] >= 2, coordinator
     finally:
         cluster.stop()
