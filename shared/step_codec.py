@@ -20,7 +20,7 @@ from vllm.v1.outputs import LogprobsLists, ModelRunnerOutput
 from shared import wire
 
 _SP_ENCODER = msgspec.msgpack.Encoder()
-PLACEHOLDER = -1  # a token a step in flight is still sampling
+PLACEHOLDER = wire.PLACEHOLDER
 _SP_DECODER = msgspec.msgpack.Decoder(SamplingParams)
 
 

@@ -13,6 +13,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+# A token a step in flight is still sampling (async scheduling): the first stage
+# fills it from the token ring before the plan runs (StepPlan.token_sources).
+PLACEHOLDER = -1
+
 
 class WireError(ValueError):
     """A frame that is not a valid layerbus message; the receiver drops it."""

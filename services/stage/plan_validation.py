@@ -15,7 +15,7 @@ from typing import Any
 
 from shared import wire
 
-PLACEHOLDER = -1  # a token the first stage fills from the token ring
+PLACEHOLDER = wire.PLACEHOLDER
 
 ACTIVATION_NAMES = frozenset({"hidden_states", "residual"})
 

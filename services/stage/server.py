@@ -330,7 +330,12 @@ class StageServer:
                 self.redialer.close()
                 self.redialer = None
             self._open_next(msg.next_address, msg.next_key)
-            self._open_ring(msg)
+            self._open_ring(
+                msg.generation,
+                fed=self.worker.is_first and not self.worker.is_last,
+                address=msg.ring_address,
+                key=msg.ring_next_key,
+            )
             self.configured = True
             log.info(
                 "%s: stage %d of %d, %d KV blocks, next hop %s",
@@ -346,14 +351,14 @@ class StageServer:
         reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
         self.control.send_multipart(codec.encode(reply))
 
-    def _open_ring(self, msg: wire.Configure) -> None:
-        """The token ring of this chain: what the first stage waits for, where the last sends.
+    def _open_ring(self, generation: int, fed: bool, address: str, key: str) -> None:
+        """The token ring of a chain: does this stage wait for tokens, where does it send them.
 
         Plans waiting for tokens of the previous chain are dropped: their requests
-        resume in the new one.
+        resume in the new one (or elsewhere, for a stage reset to standby).
         """
-        self.ring_fed = self.worker.is_first and not self.worker.is_last
-        dropped = self.ring.reset(msg.generation)
+        self.ring_fed = fed
+        dropped = self.ring.reset(generation)
         if dropped:
             log.info("%s: dropped %d plans of an earlier chain", self.name, len(dropped))
         if self.ring_out is not None:
@@ -361,7 +366,7 @@ class StageServer:
             self.ring_out = None
         # Dialled at the first send: the first stage is configured after this one
         # (last first), and with CURVE it admits this stage only from then on.
-        self.ring_address, self.ring_key = msg.ring_address, msg.ring_next_key
+        self.ring_address, self.ring_key = address, key
 
     def _send_ring(self, msg: wire.Tokens) -> None:
         """Send one step's sampled tokens round the ring to the first stage."""
@@ -421,12 +426,7 @@ class StageServer:
         """Leave the chain: forget every request and the next hop, wait as a standby."""
         dropped = self.worker.drop_requests(keep=set()) if self.configured else 0
         self._open_next("", "")
-        self.ring.reset(msg.generation)
-        self.ring_fed = False
-        self.ring_address = ""
-        if self.ring_out is not None:
-            self.ring_out.close(linger=0)
-            self.ring_out = None
+        self._open_ring(msg.generation, fed=False, address="", key="")
         self.in_chain = False
         self.generation = msg.generation
         log.info("%s: standby (dropped %d requests)", self.name, dropped)

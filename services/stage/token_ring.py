@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from shared import wire
 
-PLACEHOLDER = -1
+PLACEHOLDER = wire.PLACEHOLDER
 # Tokens kept for steps no plan has asked for yet: a few pipeline depths.
 KEEP_STEPS = 1024
 
