@@ -213,7 +213,7 @@ class Status(msgspec.Struct):
 class Register(msgspec.Struct):
     """Stage -> coordinator: a stage has loaded its layers and offers this capacity.
 
-    kv_cache_specs is the stage's vLLM KV cache spec, encoded by shared.kv_codec.
+    kv_cache_specs is the stage's vLLM KV cache spec, encoded by shared.vllm_bridge.kv_codec.
     """
 
     name: str

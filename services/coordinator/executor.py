@@ -17,10 +17,14 @@ from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
 from services.coordinator.pipeline import PipelineFailed, PipelineLink
 from services.coordinator.token_sources import Row, TokenSources
 from shared import wire
-from shared.grammar_codec import mask_from_grammar_output
-from shared.kv_codec import decode_kv
-from shared.step_codec import PLACEHOLDER, plan_from_scheduler_output, runner_output_from_result
 from shared.step_phases import timed
+from shared.vllm_bridge.grammar_codec import mask_from_grammar_output
+from shared.vllm_bridge.kv_codec import decode_kv
+from shared.vllm_bridge.step_codec import (
+    PLACEHOLDER,
+    plan_from_scheduler_output,
+    runner_output_from_result,
+)
 
 
 def _done(value: Any) -> Future[Any]:

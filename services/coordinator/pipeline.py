@@ -108,7 +108,7 @@ class PipelineLink:
         neighbour, configured next, connects; a refused handshake would lose the
         first activations sent over it.
         """
-        from shared.kv_codec import encode_kv
+        from shared.vllm_bridge.kv_codec import encode_kv
 
         assert self.send_to_stage is not None
         self.kv_layout = layout

@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         keys_command(rest)
         return
     if command == "plan":
-        from services.plan_command import main as plan_main
+        from services.ops.plan_command import main as plan_main
 
         sys.exit(plan_main(rest))
     if command == "probe":
-        from services.probe_command import main as probe_main
+        from services.ops.probe_command import main as probe_main
 
         sys.exit(probe_main(rest))
     if command == "prometheus-targets":

@@ -41,20 +41,20 @@ from shared.engine_settings import (
     config_dtype,
     model_num_layers,
 )
-from shared.grammar_codec import grammar_output_from_mask
-from shared.kv_codec import decode_kv, encode_kv
 from shared.message_limits import activation_max_bytes
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.platform_defaults import detect_platform, select_device, stage_kv_cache_gb
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
-from shared.step_codec import (
+from shared.step_phases import observe, timed
+from shared.tensor_frames import HostStaging, frames_to_tensors, tensors_to_frames
+from shared.vllm_bridge.grammar_codec import grammar_output_from_mask
+from shared.vllm_bridge.kv_codec import decode_kv, encode_kv
+from shared.vllm_bridge.step_codec import (
     result_from_runner_output,
     resumed_from_plan,
     scheduler_output_from_plan,
 )
-from shared.step_phases import observe, timed
-from shared.tensor_frames import HostStaging, frames_to_tensors, tensors_to_frames
 
 log = logging.getLogger("layerbus.stage")
 

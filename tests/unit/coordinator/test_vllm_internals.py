@@ -41,7 +41,7 @@ def test_async_pipeline_scheduling_leaves_token_rows_to_the_caller() -> None:
     text = source(Scheduler._make_cached_request_data)
     assert "not self.scheduler_config.async_scheduling" in text, (
         "vLLM's scheduler changed when it fills CachedRequestData.new_token_ids; "
-        "shared/step_codec.py:cached_token_ids fills them for async scheduling"
+        "shared/vllm_bridge/step_codec.py:cached_token_ids fills them for async scheduling"
     )
 
 
@@ -49,7 +49,7 @@ def test_cached_request_data_is_built_before_computed_tokens_advance() -> None:
     text = source(Scheduler.schedule)
     assert text.index("_make_cached_request_data(") < text.index("_update_after_schedule("), (
         "num_computed_tokens in CachedRequestData must be the position before this step "
-        "(shared/step_codec.py:cached_token_ids reads the step's tokens from there)"
+        "(shared/vllm_bridge/step_codec.py:cached_token_ids reads the step's tokens from there)"
     )
 
 

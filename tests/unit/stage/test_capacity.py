@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.plan_command import capacity_of
+from services.ops.plan_command import capacity_of
 from services.stage.capacity import (
     GIB,
     CapacityError,

@@ -3,7 +3,7 @@
 Only what a text-only decoder pipeline uses crosses the wire; a plan that
 needs anything else (multimodal inputs, LoRA, KV connectors, speculative
 decoding) is refused with an error naming the feature. Structured-output
-bitmasks travel in StepPlan.grammar (shared/grammar_codec.py).
+bitmasks travel in StepPlan.grammar (shared/vllm_bridge/grammar_codec.py).
 """
 
 from __future__ import annotations

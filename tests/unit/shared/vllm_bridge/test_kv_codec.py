@@ -7,7 +7,7 @@ from vllm.v1.kv_cache_interface import (
 )
 
 from shared import wire
-from shared.kv_codec import decode_kv, encode_kv
+from shared.vllm_bridge.kv_codec import decode_kv, encode_kv
 
 
 def test_spec_and_config_round_trip() -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services import plan_command
-from services.ops import cli
+from services.ops import cli, plan_command
 
 CONFIG = {
     "hidden_size": 576,

@@ -1,4 +1,4 @@
-"""shared/step_codec.py: vLLM SchedulerOutput <-> StepPlan, async placeholders included.
+"""shared/vllm_bridge/step_codec.py: vLLM SchedulerOutput <-> StepPlan, async placeholders included.
 
 Relies on vLLM's async scheduler leaving CachedRequestData.new_token_ids rows
 empty under pipeline parallelism (the coordinator fills them from its requests).
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from vllm.v1.core.sched.output import CachedRequestData, SchedulerOutput
 
-from shared.step_codec import (
+from shared.vllm_bridge.step_codec import (
     PLACEHOLDER,
     cached_token_ids,
     plan_from_scheduler_output,
