@@ -1,4 +1,4 @@
-"""Request fields that carry a wire contract: their bounds come from shared/wire.py.
+"""Request fields that carry a wire contract: their bounds come from shared/wire/sampling.py.
 
 A range is declared once, as msgspec Meta on wire.SamplingSpec; the request models
 (protocol.py) take it from here, so the gateway refuses with a 400 what the

@@ -1,4 +1,4 @@
-"""The gateway and the protocol (shared/wire.py, shared/codec.py) run without vLLM.
+"""The gateway and the protocol (shared/wire/, shared/codec.py) run without vLLM.
 
 Imported in a fresh interpreter, so modules other tests loaded cannot hide an import.
 """
@@ -11,11 +11,13 @@ import subprocess
 import sys
 
 import services.gateway
+import shared.wire
 
 GATEWAY = sorted(
     f"services.gateway.{m.name}" for m in pkgutil.iter_modules(services.gateway.__path__)
 )
-PROTOCOL = ["shared.wire", "shared.codec"]
+WIRE = sorted(f"shared.wire.{m.name}" for m in pkgutil.iter_modules(shared.wire.__path__))
+PROTOCOL = ["shared.wire", *WIRE, "shared.codec"]
 
 CHECK = """
 import importlib, json, sys
@@ -27,6 +29,7 @@ print(json.dumps(sorted(m for m in sys.modules if m == "vllm" or m.startswith("v
 
 def test_importing_the_gateway_and_the_protocol_imports_no_vllm() -> None:
     assert "services.gateway.app" in GATEWAY and "services.gateway.server" in GATEWAY
+    assert "shared.wire.sampling" in WIRE and "shared.wire.steps" in WIRE
     done = subprocess.run(
         [sys.executable, "-c", CHECK, *GATEWAY, *PROTOCOL],
         capture_output=True,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+import msgspec
 import pytest
 
 from shared import codec, wire
@@ -60,3 +64,14 @@ def test_allowed_token_ids_are_a_non_empty_list_of_token_ids(allowed: list[int])
 def test_bad_words_may_not_be_empty_strings() -> None:
     with pytest.raises(wire.WireError, match="bad_words"):
         codec.decode(generate_frames(bad_words=["ok", ""]))
+
+
+def test_every_message_of_the_wire_modules_is_reexported_by_shared_wire() -> None:
+    # Users write `wire.X`: a Struct declared in a wire module but not re-exported
+    # would be reachable only by its module path.
+    for info in pkgutil.iter_modules(wire.__path__):
+        module = importlib.import_module(f"shared.wire.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, msgspec.Struct):
+                assert getattr(wire, name, None) is value, f"shared.wire lacks {name}"
+                assert name in wire.__all__, f"{name} missing from shared.wire.__all__"
