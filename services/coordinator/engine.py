@@ -17,7 +17,7 @@ from services.coordinator.engine_stats import EngineStats
 from services.coordinator.executor import PipelineExecutor
 from services.coordinator.micro_batch_control import Measure, wanted_micro_batches
 from services.coordinator.pipeline import ChainBroken, PipelineFailed, PipelineLink
-from services.coordinator.sampling import sampling_params
+from services.coordinator.sampling import engine_tokenizer, sampling_params
 from services.coordinator.scheduler import MicroBatchScheduler
 from services.coordinator.structured import verify_structured
 from shared import wire
@@ -375,7 +375,8 @@ class EngineHost:
             error = self.link.failure
         if error is None:
             try:
-                params = sampling_params(msg.sampling, self.generation_config, self.eos)
+                tokenizer = engine_tokenizer(self.vllm_config)
+                params = sampling_params(msg.sampling, self.generation_config, self.eos, tokenizer)
                 if params.structured_outputs is not None:
                     verify_structured(params, self.vllm_config)
                 request = EngineCoreRequest(

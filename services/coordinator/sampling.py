@@ -8,6 +8,7 @@ part: bad_words -> token ids) is done here too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,25 +16,26 @@ import msgspec
 from services.coordinator.structured import structured_outputs_params
 from shared import wire
 
-# The engine whose tokenizer serves update_from_tokenizer; set by the coordinator's I/O
-# thread before it hands the engine thread the first request (bind_engine).
-_engine_config: Any = None
+# Loads the engine's tokenizer; called only for a request that needs it (bad_words).
+TokenizerSource = Callable[[], Any]
 
 
-def bind_engine(vllm_config: Any) -> None:
-    """Use this engine's tokenizer for the requests that follow (once per engine)."""
-    global _engine_config
-    _engine_config = vllm_config
+def engine_tokenizer(vllm_config: Any) -> TokenizerSource:
+    """The tokenizer of the engine built from vllm_config, loaded (and cached by vLLM) on use."""
 
+    def load() -> Any:
+        from vllm.tokenizers import cached_tokenizer_from_config
 
-def _tokenizer() -> Any:
-    from vllm.tokenizers import cached_tokenizer_from_config
+        return cached_tokenizer_from_config(model_config=vllm_config.model_config)
 
-    return cached_tokenizer_from_config(model_config=_engine_config.model_config)
+    return load
 
 
 def sampling_params(
-    spec: wire.SamplingSpec, generation_config: dict[str, Any], eos: int | None
+    spec: wire.SamplingSpec,
+    generation_config: dict[str, Any],
+    eos: int | None,
+    tokenizer: TokenizerSource,
 ) -> Any:
     """vLLM SamplingParams for a request, defaults filled as vLLM's own frontend does."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -49,7 +51,5 @@ def sampling_params(
     )
     params.update_from_generation_config(generation_config, eos)
     if params.bad_words:
-        if _engine_config is None:
-            raise ValueError("bad_words need the engine's tokenizer: no engine is bound yet")
-        params.update_from_tokenizer(_tokenizer())
+        params.update_from_tokenizer(tokenizer())
     return params

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from services.coordinator import metrics, sampling, security
+from services.coordinator import metrics, security
 from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
 from services.coordinator.pipeline import PipelineLink
@@ -337,7 +337,6 @@ class CoordinatorServer:
         if error is not None:
             self._refuse(identity, msg.request_id, error)
             return
-        sampling.bind_engine(host.vllm_config)
         host.commands.put((identity, msg))
 
     def _on_abort(self, identity: bytes, msg: wire.Abort, who: Principal, now: float) -> None:
