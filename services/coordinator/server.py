@@ -2,12 +2,14 @@
 
 The I/O thread (this module's main loop) owns the ROUTER that gateways and
 stages talk to, and an inproc PULL through which the engine thread hands it
-outgoing messages. It never blocks on the engine.
+outgoing messages (outbox.py). It never blocks on the engine. Stage membership
+is decided in membership.py, the /status reply built in status.py.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -21,11 +23,20 @@ import zmq
 from services.coordinator import metrics, security
 from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
+from services.coordinator.membership import Membership
+from services.coordinator.outbox import Outbox
 from services.coordinator.pipeline import PipelineLink
-from services.coordinator.registry import Registry, RegistryError, StageRecord
+from services.coordinator.registry import Registry, StageRecord
 from services.coordinator.settings import CoordinatorSettings
-from services.coordinator.status import Served, coordinator_status, readiness, stage_statuses
-from services.coordinator.validation import RefusedGenerate, generate_error, refused_generate
+from services.coordinator.startup import startup_error
+from services.coordinator.status import Served, status_reply
+from services.coordinator.validation import (
+    RefusedGenerate,
+    generate_error,
+    invalid_answer,
+    not_ready_answer,
+    refused_generate,
+)
 from shared import codec, curve, wire
 from shared.dropped import drop, export_zeros
 from shared.engine_settings import EngineSettings, config_dtype, model_num_layers
@@ -35,28 +46,27 @@ from shared.sockets import make_socket
 
 log = logging.getLogger("layerbus.coordinator")
 
-OUTBOX = "inproc://layerbus-coordinator-outbox"
-
 # A message handler: (ROUTER identity, message, its sender, monotonic time of receipt).
 Handler = Callable[[bytes, Any, Principal, float], None]
 
-# The CoordinatorServer method that handles each message type (who may send which:
-# authorization.py). A Generate the typed decode refused is answered like a Generate.
+# The CoordinatorServer method (or its membership's) that handles each message type
+# (who may send which: authorization.py). A Generate the typed decode refused is
+# answered like a Generate.
 HANDLERS: dict[type, str] = {
     wire.Generate: "_on_generate",
     RefusedGenerate: "_on_generate",
     wire.Abort: "_on_abort",
     wire.StatusQuery: "_on_status_query",
-    wire.Register: "_on_register",
-    wire.Heartbeat: "_on_heartbeat",
-    wire.Configured: "_on_configured",
     wire.StepResult: "_on_step_result",
-    wire.Leave: "_on_leave",
+    wire.Register: "membership.on_register",
+    wire.Heartbeat: "membership.on_heartbeat",
+    wire.Configured: "membership.on_configured",
+    wire.Leave: "membership.on_leave",
 }
 
 
 class CoordinatorServer:
-    """Registry + I/O loop; start() runs until stop() (from a signal handler) is called."""
+    """The coordinator: its ROUTER and I/O loop (main thread); serve_forever() until stop()."""
 
     def __init__(
         self,
@@ -83,34 +93,29 @@ class CoordinatorServer:
         )
         metrics.register(lambda: metrics.view_of(self))
         export_zeros("coordinator")
-        self.outbox = self.ctx.socket(zmq.PULL)
-        self.outbox.bind(OUTBOX)
+        self.outbox = Outbox(self.ctx)
         self.link = PipelineLink(self.ctx, transport)
         self.link.curve_for = self.security.client_of_stage
+        self.membership = Membership(self.registry, self.link, self._send, self._start_engine)
         self.host: EngineHost | None = None
         self.engine_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._local = threading.local()
         self.detail = "waiting for stages"
         self.exit_code = 0
         # Gateways see a new incarnation after a restart and fail what they had sent to
         # the old one (each Generate is acknowledged with the incarnation: wire.Accepted).
         self.incarnation = uuid.uuid4().hex[:12]
-        self._handlers: dict[type, Handler] = {t: getattr(self, m) for t, m in HANDLERS.items()}
+        self._handlers: dict[type, Handler] = {
+            kind: operator.attrgetter(path)(self) for kind, path in HANDLERS.items()
+        }
 
     # ------------------------------------------------------------ helpers
 
     def _send_from_engine(self, identity: bytes, msg: msgspec.Struct) -> None:
         """Called on the engine thread: queue a message for the I/O thread to send."""
-        sock = getattr(self._local, "push", None)
-        if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(OUTBOX)
-            self._local.push = sock
         if isinstance(msg, wire.Configure):
             msg = self.security.with_chain_keys(msg, [r.name for r in self.link.chain])
-        sock.send_multipart([identity, *codec.encode(msg)])
+        self.outbox.send(identity, msg)
 
     def _send(self, identity: bytes, msg: msgspec.Struct) -> None:
         try:
@@ -120,21 +125,17 @@ class CoordinatorServer:
 
     def status(self, nonce: int) -> wire.Status:
         """The Status reply to a StatusQuery (built by services/coordinator/status.py)."""
-        host = self.host
-        engine = dict(host.snapshot) if host is not None else {}
-        if engine:
-            # Live, not as of the engine's last step: steps that carry tokens in flight now.
-            engine["batches_in_flight"] = self.link.in_flight()[1]
-        chain = self.link.chain if host is not None else []
         served = Served(self.model_name, self.num_layers, self.incarnation, self.metrics_url)
-        return coordinator_status(
+        return status_reply(
             nonce,
             served,
-            stage_statuses(self.registry.stages.values(), chain, time.monotonic()),
-            readiness(host, self.link.failure, self.link.broken, self.detail),
-            host.max_model_len if host else self.engine_settings.max_model_len,
-            self.dtype(),
-            engine,
+            self.registry.stages.values(),
+            self.host,
+            self.link,
+            waiting=self.detail,
+            dtype=self.dtype(),
+            max_model_len=self.engine_settings.max_model_len,
+            now=time.monotonic(),
         )
 
     def dtype(self) -> str:
@@ -153,22 +154,13 @@ class CoordinatorServer:
         )
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        poller.register(self.outbox, zmq.POLLIN)
+        poller.register(self.outbox.pull, zmq.POLLIN)
         interval = self.transport.heartbeat_interval_s
         last_beat = last_progress = 0.0
         while not self._stop.is_set():
             events = dict(poller.poll(timeout=int(interval * 1000 / 2)))
-            if self.outbox in events:
-                for _ in range(1000):
-                    try:
-                        frames = self.outbox.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        # NOBLOCK: one slow or gone peer must never stall this loop.
-                        self.router.send_multipart(frames, zmq.NOBLOCK)
-                    except zmq.ZMQError as err:
-                        log.debug("dropped message to %r: %s", frames[0], err)
+            if self.outbox.pull in events:
+                self.outbox.forward(self.router)
             if self.router in events:
                 for _ in range(1000):
                     try:
@@ -186,10 +178,10 @@ class CoordinatorServer:
                 self.exit_code = 1
                 return
             if self.link.wants_chain:
-                self._offer_chain()
-            if self.host is None and now - last_progress >= 5:
+                self.membership.offer_chain()
+            if not self.membership.started and now - last_progress >= 5:
                 last_progress = now
-                self._maybe_start(announce=True)
+                self.membership.maybe_start(announce=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -223,38 +215,11 @@ class CoordinatorServer:
                 broken=False,
             )
         timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
-        for record in self.registry.expire(now, timeout):
-            log.error("stage %s (layers %d:%d) stopped responding", record.name, *record.layers)
-            self._lost(record, "stopped responding")
-        for record in self.registry.stages.values():
-            if record.state != "dead":
-                self._send(record.identity, wire.Heartbeat(name="coordinator", seq=int(now)))
+        self.membership.expire(now, timeout)
+        self.membership.beat(now)
 
-    def _in_chain(self, record: StageRecord) -> bool:
-        return self.host is not None and any(r is record for r in self.link.chain)
-
-    def _lost(self, record: StageRecord, why: str) -> None:
-        """A stage is gone; if it was in the chain, the engine rebuilds the chain."""
-        if self._in_chain(record) and self.link.broken is None:
-            self.link.break_chain(
-                f"stage {record.name} (layers {record.layers[0]}:{record.layers[1]}) {why}"
-            )
-
-    def _offer_chain(self) -> None:
-        """The engine waits for a chain: offer one built from live stages, if any."""
-        survivors = [r for r in self.link.chain if r.state != "dead"]
-        chain = self.registry.chain(ranges=list(self.link.kv_configs), prefer=survivors)
-        if chain is not None:
-            self.link.offer(chain)
-
-    def _maybe_start(self, announce: bool = False) -> None:
-        chain = self.registry.chain()
-        if chain is None:
-            if announce:
-                log.info("waiting for stages: layers %s not covered yet", self.registry.missing())
-            return
-        names = " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain)
-        log.info("all layers covered: %s; starting the engine", names)
+    def _start_engine(self, chain: list[StageRecord]) -> None:
+        """Live stages cover every layer: build the engine on its own thread (once)."""
         self.detail = "starting engine"
         self.link.attach(chain, self._send_from_engine)
         self.host = EngineHost(
@@ -322,13 +287,7 @@ class CoordinatorServer:
         self._send(identity, wire.Accepted([msg.request_id[:256]], self.incarnation))
         host = self._engine_ready()
         if host is None:
-            out = wire.RequestOutput(
-                request_id=msg.request_id,
-                token_ids=[],
-                finish_reason="error",
-                error=f"not ready: {self.detail}",
-            )
-            self._send(identity, wire.Outputs(items=[out]))
+            self._send(identity, not_ready_answer(msg.request_id, self.detail))
             return
         if isinstance(msg, RefusedGenerate):
             self._refuse(identity, msg.request_id, msg.error)
@@ -349,88 +308,10 @@ class CoordinatorServer:
     ) -> None:
         self._send(identity, self.status(msg.nonce))
 
-    def _on_configured(
-        self, identity: bytes, msg: wire.Configured, who: Principal, now: float
-    ) -> None:
-        if identity.decode(errors="replace") == msg.name:
-            self.registry.seen(msg.name, now)
-            self.link.configured(msg)
-
-    def _on_leave(self, identity: bytes, msg: wire.Leave, who: Principal, now: float) -> None:
-        record = self.registry.stages.get(msg.name)
-        if record is not None and record.info.pid == msg.pid:
-            log.warning("stage %s is leaving: %s", msg.name, msg.reason)
-            self.registry.mark_dead(msg.name)
-            self._lost(record, f"left ({msg.reason})")
-
     def _refuse(self, identity: bytes, request_id: str, error: str) -> None:
         """Answer a Generate the engine must not take: the request itself is at fault."""
         drop("coordinator", "invalid", f"Generate: {error}")
-        out = wire.RequestOutput(
-            request_id=request_id[:256],
-            token_ids=[],
-            finish_reason="error",
-            error=error,
-            invalid=True,
-        )
-        self._send(identity, wire.Outputs(items=[out]))
-
-    def _on_heartbeat(
-        self, identity: bytes, msg: wire.Heartbeat, who: Principal, now: float
-    ) -> None:
-        existing = self.registry.stages.get(msg.name)
-        was_dead = existing is not None and existing.state == "dead"
-        record = self.registry.seen(msg.name, now, msg.pid)
-        if record is None:
-            return
-        record.beat_at = now
-        record.beat = msg
-        if was_dead:
-            if self._in_chain(record) and self.link.broken is None:
-                return  # a pause shorter than recovery: the chain was not rebuilt yet
-            log.warning("stage %s is responding again; it waits as a standby", record.name)
-            # Whatever it still holds belongs to an old chain: drop it.
-            self._send(record.identity, wire.Reset(generation=self.link.generation))
-
-    def _on_register(
-        self, identity: bytes, msg: wire.Register, who: Principal, now: float
-    ) -> None:
-        existing = self.registry.stages.get(msg.name)
-        if (
-            existing is not None
-            and existing.info.pid == msg.pid
-            and existing.info == msg
-            and existing.state != "dead"
-        ):
-            existing.last_seen = now
-            existing.identity = identity
-            return  # the same process repeats its registration until configured
-        try:
-            record = self.registry.add(identity, msg, now)
-        except RegistryError as err:
-            log.error("refused stage registration: %s", err)
-            reason = security.refusal_for_peer(str(err), self.registry.engine_fingerprint)
-            self._send(identity, wire.Shutdown(reason=reason))
-            return
-        if existing is not None:
-            # Another process under this name (a restart): the old one is gone.
-            self._lost(existing, "was restarted")
-            existing.state = "dead"
-        log.info(
-            "stage %s registered: layers %d:%d at %s (pid %d)",
-            record.name,
-            *record.layers,
-            record.info.data_address,
-            record.info.pid,
-        )
-        if self.host is None:
-            self._maybe_start()
-        else:
-            # Drop anything it holds from an earlier chain or coordinator; it is a standby
-            # until a chain needs it.
-            self._send(identity, wire.Reset(generation=self.link.generation))
-            if self.link.wants_chain:
-                self._offer_chain()
+        self._send(identity, invalid_answer(request_id, error))
 
 
 def run(
@@ -439,13 +320,9 @@ def run(
     """Entry point of `layerbus coordinator`; exits non-zero if the engine cannot start."""
     import signal
 
-    from shared.engine_settings import check_load_format
-
-    try:
-        # The engine is built only once stages joined: refuse a bad format before that.
-        check_load_format(engine.load_format)
-    except ValueError as err:
-        raise SystemExit(f"layerbus coordinator: {err}") from None
+    error = startup_error(engine)
+    if error is not None:
+        raise SystemExit(f"layerbus coordinator: {error}")
     server = CoordinatorServer(settings, engine, transport)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

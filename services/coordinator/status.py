@@ -1,7 +1,8 @@
 """The coordinator's answer to StatusQuery (the gateway's /status), built without sockets.
 
-The I/O thread hands in what it sees (registry records, the chain, the engine's
-snapshot) and gets a wire.Status back; nothing here blocks or changes state.
+The I/O thread hands in what it sees (registry records, the pipeline's chain, the
+engine's snapshot) and gets a wire.Status back (status_reply); nothing here blocks or
+changes state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ class EngineView(Protocol):
     state: str
     max_model_len: int
     snapshot: dict[str, Any]
+
+
+class LinkView(Protocol):
+    """What /status reads of the pipeline (services.coordinator.pipeline.PipelineLink)."""
+
+    chain: list[Any]
+    failure: str | None
+    broken: str | None
+
+    def in_flight(self) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -117,4 +128,38 @@ def coordinator_status(
         metrics=served.metrics,
         dtype=dtype,
         **engine,
+    )
+
+
+def status_reply(
+    nonce: int,
+    served: Served,
+    records: Iterable[StageRecord],
+    host: EngineView | None,
+    link: LinkView,
+    *,
+    waiting: str,
+    dtype: str,
+    max_model_len: int,
+    now: float,
+) -> wire.Status:
+    """The Status reply from what the I/O thread holds now.
+
+    host: the engine, None before it starts (no stage is active then); waiting: the I/O
+    thread's detail line while no engine runs; max_model_len: the settings' value,
+    reported until the engine has its own.
+    """
+    engine = dict(host.snapshot) if host is not None else {}
+    if engine:
+        # Live, not as of the engine's last step: steps that carry tokens in flight now.
+        engine["batches_in_flight"] = link.in_flight()[1]
+    chain = link.chain if host is not None else []
+    return coordinator_status(
+        nonce,
+        served,
+        stage_statuses(records, chain, now),
+        readiness(host, link.failure, link.broken, waiting),
+        host.max_model_len if host is not None else max_model_len,
+        dtype,
+        engine,
     )

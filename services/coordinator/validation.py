@@ -128,3 +128,26 @@ def generate_error(msg: wire.Generate, limits: GenerateLimits) -> str | None:
     return _check_sampling(msg.sampling, limits) or _check_tokens(
         prompt, limits.vocab_size, "the prompt"
     )
+
+
+def invalid_answer(request_id: str, error: str) -> wire.Outputs:
+    """The answer to a Generate the request itself is at fault for (invalid: not the service)."""
+    out = wire.RequestOutput(
+        request_id=request_id[:MAX_REQUEST_ID_CHARS],
+        token_ids=[],
+        finish_reason="error",
+        error=error,
+        invalid=True,
+    )
+    return wire.Outputs(items=[out])
+
+
+def not_ready_answer(request_id: str, detail: str) -> wire.Outputs:
+    """The answer to a Generate while no engine takes requests; detail says why."""
+    out = wire.RequestOutput(
+        request_id=request_id,
+        token_ids=[],
+        finish_reason="error",
+        error=f"not ready: {detail}",
+    )
+    return wire.Outputs(items=[out])

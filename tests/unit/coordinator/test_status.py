@@ -12,6 +12,7 @@ from services.coordinator.status import (
     coordinator_status,
     readiness,
     stage_statuses,
+    status_reply,
 )
 from shared import wire
 
@@ -47,6 +48,53 @@ class Host:
 
     def __post_init__(self) -> None:
         self.ready.set()
+
+
+@dataclass
+class Link:
+    """The pipeline as /status reads it."""
+
+    chain: list[Any] = field(default_factory=list)
+    failure: str | None = None
+    broken: str | None = None
+    busy: int = 0
+
+    def in_flight(self) -> tuple[int, int]:
+        return 9, self.busy
+
+
+SERVED = Served(model="m", num_layers=30, incarnation="abc", metrics="")
+
+
+def reply_of(host: Host | None, link: Link, records: list[StageRecord]) -> wire.Status:
+    return status_reply(
+        5,
+        SERVED,
+        records,
+        host,
+        link,
+        waiting="waiting",
+        dtype="float32",
+        max_model_len=512,
+        now=10.0,
+    )
+
+
+def test_the_stages_are_active_only_once_an_engine_runs_on_the_chain() -> None:
+    a = record("a", 0, 30)
+    before = reply_of(None, Link(chain=[a]), [a])
+    assert [s.role for s in before.stages] == ["standby"]
+    assert (before.ready, before.detail, before.max_model_len) == (False, "waiting", 512)
+    after = reply_of(Host(max_model_len=1024), Link(chain=[a]), [a])
+    assert [s.role for s in after.stages] == ["active"]
+    assert (after.ready, after.detail, after.max_model_len) == (True, "serving", 1024)
+
+
+def test_batches_in_flight_are_read_live_not_from_the_engines_last_step() -> None:
+    host = Host(snapshot={"steps": 3, "batches_in_flight": 1})
+    reply = reply_of(host, Link(busy=2), [])
+    assert (reply.steps, reply.batches_in_flight) == (3, 2)
+    assert reply_of(None, Link(busy=2), []).batches_in_flight == 0
 
 
 def test_stages_are_listed_by_layers_with_their_role_age_and_counters() -> None:
@@ -86,4 +134,8 @@ def test_the_reply_carries_identity_readiness_and_engine_counters() -> None:
     )
     assert (reply.nonce, reply.ready, reply.detail, reply.model) == (9, True, "serving", "m")
     assert (reply.steps, reply.micro_batches, reply.incarnation) == (4, 2, "abc")
-    assert (reply.max_model_len, reply.dtype, reply.metrics) == (1024, "float32", "http://x/metrics")
+    assert (reply.max_model_len, reply.dtype, reply.metrics) == (
+        1024,
+        "float32",
+        "http://x/metrics",
+    )

@@ -9,6 +9,8 @@ from services.coordinator.validation import (
     GenerateLimits,
     RefusedGenerate,
     generate_error,
+    invalid_answer,
+    not_ready_answer,
     refused_generate,
     token_id_fields,
 )
@@ -82,3 +84,15 @@ def test_allowed_token_ids_must_be_in_the_vocabulary() -> None:
     assert generate_error(generate(allowed_token_ids=[0, 99]), LIMITS) is None
     error = generate_error(generate(allowed_token_ids=[1, 100]), LIMITS)
     assert error is not None and "allowed_token_ids" in error
+
+
+def test_a_refusal_says_the_request_is_at_fault_and_ends_it() -> None:
+    [out] = invalid_answer("r" * 300, "top_k must be 0 (off) or in [1, 100], got 101").items
+    assert (out.request_id, out.finish_reason, out.invalid) == ("r" * 256, "error", True)
+    assert out.error == "top_k must be 0 (off) or in [1, 100], got 101" and out.token_ids == []
+
+
+def test_not_ready_is_the_services_fault_and_carries_the_detail() -> None:
+    [out] = not_ready_answer("r-1", "waiting for stages").items
+    assert (out.request_id, out.finish_reason, out.invalid) == ("r-1", "error", False)
+    assert out.error == "not ready: waiting for stages"
