@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
 from services.coordinator.placement import (
     GIB,
     Placement,
@@ -15,20 +18,9 @@ from services.coordinator.placement import (
     plan,
     size_text,
 )
+from services.ops.command_settings import CommandSettings
 
-USAGE = """usage: layerbus plan [--stage SPEC ...] [--stages FILE] [--model DIR] [--dtype DTYPE]
-                     [--kv-tokens N] [--prompt-ratio R] [--json]
-
-  --stage SPEC       one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,head-ms=H]
-                     [,link-ms=L][,layers=START:END]  (repeat for each stage)
-  --stages FILE      JSON: a list of objects with the same keys (name, memory_gb, decode_ms,
-                     prefill_ms, head_ms, link_ms, layers), {"stages": [...]}, or one object
-                     as `layerbus probe` prints it (repeat for each file)
-  --model DIR        the model (default: LAYERBUS_MODEL, else the bundled one)
-  --dtype DTYPE      weights and KV cache dtype (default: this host's, as a stage would run)
-  --kv-tokens N      KV cache tokens every stage holds for its layers (default: --max-model-len)
-  --prompt-ratio R   prompt tokens per generated token in the workload (default 1.0)
-  --json             print the plan as JSON
+DESCRIPTION = """Print the layer split placement would choose for given stages; starts nothing.
 
 decode-ms / prefill-ms: one decoder layer's forward at decode and prefill size on that stage
 (measured by `layerbus probe`); give them for every stage or for none (equal speeds).
@@ -44,25 +36,6 @@ KEYS = ("name", "memory_gb", "decode_ms", "prefill_ms", "head_ms", "link_ms", "l
 
 class PlanInputError(ValueError):
     """A stage description `layerbus plan` cannot read; the message says which and why."""
-
-
-def split_repeated(argv: list[str], flag: str) -> tuple[list[str | None], list[str]]:
-    """The values of every `flag` (None for one without a value), and the other arguments."""
-    values: list[str | None] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == flag:
-            values.append(argv[i + 1] if i + 1 < len(argv) else None)
-            i += 2
-            continue
-        if arg.startswith(flag + "="):
-            values.append(arg.removeprefix(flag + "="))
-        else:
-            rest.append(arg)
-        i += 1
-    return values, rest
 
 
 def parse_stage_spec(spec: str) -> dict[str, str]:
@@ -185,38 +158,74 @@ def plan_json(placement: Placement) -> str:
     )
 
 
-def main(argv: list[str]) -> int:
+class PlanCommand(CommandSettings):
+    """`layerbus plan`: stage descriptions in, the planned split out."""
+
+    model_config = SettingsConfigDict(json_schema_extra={"description": DESCRIPTION})
+
+    stage: list[str] = Field(
+        default_factory=list,
+        description="one stage: NAME,memory-gb=G[,decode-ms=D,prefill-ms=P][,head-ms=H]"
+        "[,link-ms=L][,layers=START:END] (repeat for each stage)",
+        json_schema_extra={"metavar": "SPEC"},
+    )
+    stages: list[str] = Field(
+        default_factory=list,
+        description="JSON file: a list of objects with the same keys (name, memory_gb, "
+        'decode_ms, prefill_ms, head_ms, link_ms, layers), {"stages": [...]}, or one object '
+        "as `layerbus probe` prints it (repeat for each file)",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    model: str = Field("", description="the model (default: LAYERBUS_MODEL, else the bundled one)")
+    dtype: str = Field(
+        "", description="weights and KV cache dtype (default: this host's, as a stage would run)"
+    )
+    kv_tokens: int | None = Field(
+        None,
+        description="KV cache tokens every stage holds for its layers (default: --max-model-len)",
+    )
+    prompt_ratio: float = Field(
+        1.0, description="prompt tokens per generated token in the workload"
+    )
+    as_json: bool = Field(False, alias="json", description="print the plan as JSON")
+
+    @classmethod
+    def prepare_argv(cls, argv: list[str]) -> list[str]:
+        # pydantic-settings reads a list flag's value as comma-separated items, and a stage
+        # SPEC holds commas: each --stage/--stages value goes over as one quoted item.
+        out = super().prepare_argv(argv)
+        for i, arg in enumerate(out):
+            name, eq, value = arg.partition("=")
+            if name in ("--stage", "--stages") and eq:
+                out[i] = f"{name}={json.dumps(value)}"
+            elif arg in ("--stage", "--stages") and i + 1 < len(out):
+                out[i + 1] = json.dumps(out[i + 1])
+        return out
+
+    def cli_cmd(self) -> None:
+        sys.exit(main(self))
+
+
+def main(args: PlanCommand) -> int:
     """Entry point of `layerbus plan`; 0 with a plan printed, 1 when none exists, 2 on bad input."""
     from services.coordinator.model_profile import profile_from_folder
-    from services.ops.cli import build, parse_flags
     from services.stage.capacity import prefill_weight
     from shared.engine_settings import EngineSettings
 
-    if "--help" in argv or "-h" in argv:
-        print(USAGE)
-        return 0
-    specs, rest = split_repeated(argv, "--stage")
-    files, rest = split_repeated(rest, "--stages")
-    flags = parse_flags(rest, frozenset({"json"}))
-    known = {"model", "dtype", "kv_tokens", "prompt_ratio", "json"}
-    unknown = sorted(set(flags) - known)
-    if unknown or None in specs or None in files:
-        problem = f"unknown setting(s) {unknown}" if unknown else "--stage(s) without a value"
-        print(f"layerbus plan: {problem}\n\n{USAGE}", file=sys.stderr)
-        return 2
     try:
-        items = [parse_stage_spec(s) for s in specs if s is not None]
-        for path in files:
-            items += read_stages_file(str(path))
+        items = [parse_stage_spec(spec) for spec in args.stage]
+        for path in args.stages:
+            items += read_stages_file(path)
         if not items:
             raise PlanInputError("no stages: give --stage SPEC (repeatable) or --stages FILE")
         check_speeds(items)
-        [engine] = build([EngineSettings], {k: v for k, v in flags.items() if k == "model"})
-        dtype = flags.get("dtype") or engine.platform_choice().dtype
+        given: dict[str, Any] = {"model": args.model} if args.model else {}
+        engine = EngineSettings(**given)
+        dtype = args.dtype or engine.platform_choice().dtype
         model = profile_from_folder(engine.resolved_model(), dtype)
-        kv_tokens = int(flags.get("kv_tokens", engine.max_model_len))
+        kv_tokens = args.kv_tokens if args.kv_tokens is not None else engine.max_model_len
         stages = [capacity_of(item, model.num_layers) for item in items]
-        weight = prefill_weight(float(flags.get("prompt_ratio", 1.0)))
+        weight = prefill_weight(args.prompt_ratio)
         placement = plan(model, stages, kv_tokens=kv_tokens, prefill_weight=weight)
     except PlacementError as err:
         print(f"layerbus plan: {err}", file=sys.stderr)
@@ -232,7 +241,7 @@ def main(argv: list[str]) -> int:
     except KeyError as err:
         print(f"layerbus plan: the model's config.json has no {err}", file=sys.stderr)
         return 2
-    if flags.get("json", "false").lower() in ("true", "1", "yes", "on"):
+    if args.as_json:
         print(plan_json(placement))
         return 0
     per_layer = model.layer_bytes + kv_tokens * model.kv_bytes_per_token

@@ -6,33 +6,57 @@ import dataclasses
 import json
 import socket
 import sys
+from typing import Any
 
-USAGE = """usage: layerbus probe [--name NAME] [--memory-gb G] [--model DIR] [--dtype DTYPE]
-                      [--device cuda:N] [--gpu-memory-utilization U] [--threads N]
-                      [--coordinator tcp://HOST:PORT [--secret-key F --coordinator-key F]]
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-Prints this host's device, the memory a stage here may use for weights and KV cache,
+from services.ops.command_settings import CommandSettings
+
+DESCRIPTION = """Print this host's device, the memory a stage here may use for weights and KV cache,
 and one decoder layer's forward time at decode and prefill sizes, as JSON that
 `layerbus plan --stages FILE` reads (one file per host, or a list of them).
-
-  --name NAME        the stage's name in the plan (default: this host's name)
-  --memory-gb G      cap on the memory the stage may use (default: 90% of the available
-                     host memory on a CPU; on a GPU, --gpu-memory-utilization of it)
-  --model DIR        the model whose layer shape is timed (default: the bundled one)
-  --dtype DTYPE      weights dtype (default: this host's, as a stage would run)
-  --threads N        torch CPU threads, as the stage's --threads (default: torch's); on a
-                     busy host, threads that wait for each other make the figures noisy
-  --coordinator ADDR also time the round trip to this coordinator (link_ms); with CURVE,
-                     --secret-key must be a key it answers status queries from (a gateway's)
 """
 
-KNOWN = {"name", "memory_gb", "model", "dtype", "device", "gpu_memory_utilization", "threads"}
-TRANSPORT = {"coordinator", "secret_key", "coordinator_key"}
+
+class ProbeCommand(CommandSettings):
+    """`layerbus probe`: this host's capacity, as a stage for `layerbus plan`."""
+
+    model_config = SettingsConfigDict(json_schema_extra={"description": DESCRIPTION})
+
+    name: str = Field("", description="the stage's name in the plan (default: this host's name)")
+    memory_gb: float | None = Field(
+        None,
+        description="cap on the memory the stage may use (default: 90% of the available host "
+        "memory on a CPU; on a GPU, --gpu-memory-utilization of it)",
+    )
+    model: str = Field(
+        "", description="the model whose layer shape is timed (default: the bundled one)"
+    )
+    dtype: str = Field("", description="weights dtype (default: this host's, as a stage would run)")
+    device: str = Field("", description="GPU to probe, cuda:N (default: the first)")
+    gpu_memory_utilization: float | None = Field(
+        None, description="share of the GPU's memory a stage may use (vLLM's; default 0.9)"
+    )
+    threads: int | None = Field(
+        None,
+        description="torch CPU threads, as the stage's --threads (default: torch's); on a busy "
+        "host, threads that wait for each other make the figures noisy",
+    )
+    coordinator: str = Field(
+        "",
+        description="also time the round trip to this coordinator (link_ms); with CURVE, "
+        "--secret-key must be a key it answers status queries from (a gateway's)",
+    )
+    secret_key: str = Field("", description="CURVE .key_secret file for --coordinator")
+    coordinator_key: str = Field("", description="the coordinator's public .key file")
+
+    def cli_cmd(self) -> None:
+        sys.exit(main(self))
 
 
-def main(argv: list[str]) -> int:
+def main(args: ProbeCommand) -> int:
     """Entry point of `layerbus probe`: 0 with the JSON, 1 with no memory, 2 on bad input."""
-    from services.ops.cli import build, parse_flags
     from services.stage.capacity import CapacityError, probe_capacity
     from services.stage.link_probe import round_trip_s
     from shared.curve import KeyFileError
@@ -40,33 +64,23 @@ def main(argv: list[str]) -> int:
     from shared.platform_defaults import select_device
     from shared.settings import TransportSettings
 
-    if "--help" in argv or "-h" in argv:
-        print(USAGE)
-        return 0
-    flags = parse_flags(argv)
-    unknown = sorted(set(flags) - KNOWN - TRANSPORT)
-    if unknown:
-        print(f"layerbus probe: unknown setting(s) {unknown}\n\n{USAGE}", file=sys.stderr)
-        return 2
     try:
-        select_device(flags.get("device", ""))
-        [engine] = build([EngineSettings], {k: v for k, v in flags.items() if k == "model"})
-        dtype = flags.get("dtype") or engine.platform_choice().dtype
+        select_device(args.device)
+        given: dict[str, Any] = {"model": args.model} if args.model else {}
+        engine = EngineSettings(**given)
+        dtype = args.dtype or engine.platform_choice().dtype
         with open(f"{engine.resolved_model()}/config.json") as f:
             config = json.load(f)
-        cap = float(flags["memory_gb"]) if "memory_gb" in flags else None
-        util = float(flags["gpu_memory_utilization"]) if "gpu_memory_utilization" in flags else None
-        if "threads" in flags:
+        if args.threads is not None:
             import torch
 
-            torch.set_num_threads(int(flags["threads"]))
-        offer = probe_capacity(config, dtype, cap, util)
-        if "coordinator" in flags:
-            [transport] = build(
-                [TransportSettings],
-                {k: v for k, v in flags.items() if k in TRANSPORT - {"coordinator"}},
-            )
-            link = round_trip_s(flags["coordinator"], transport)
+            torch.set_num_threads(args.threads)
+        offer = probe_capacity(config, dtype, args.memory_gb, args.gpu_memory_utilization)
+        if args.coordinator:
+            keys = {"secret_key": args.secret_key, "coordinator_key": args.coordinator_key}
+            given = {k: v for k, v in keys.items() if v}
+            transport = TransportSettings(**given)
+            link = round_trip_s(args.coordinator, transport)
             offer = dataclasses.replace(offer, link_s=link)
     except CapacityError as err:
         print(f"layerbus probe: {err}", file=sys.stderr)
@@ -74,6 +88,6 @@ def main(argv: list[str]) -> int:
     except (ValueError, OSError, AttributeError, TimeoutError, KeyFileError) as err:
         print(f"layerbus probe: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(offer.plan_item(flags.get("name") or socket.gethostname()), indent=2))
+    print(json.dumps(offer.plan_item(args.name or socket.gethostname()), indent=2))
     print(f"memory: {offer.memory.why}", file=sys.stderr)
     return 0

@@ -47,25 +47,22 @@ def fetch_status(gateway: str, api_key: str = "") -> dict[str, Any]:
     return status
 
 
-def main(argv: list[str]) -> int:
-    """layerbus prometheus-targets GATEWAY_URL [OUTPUT.json]; LAYERBUS_API_KEY if needed."""
+def write_targets(gateway: str, output: str = "", api_key: str = "") -> int:
+    """`layerbus prometheus-targets`: JSON to `output` (atomically) or stdout; 1 without /status."""
     import os
     import sys
 
-    if not argv or argv[0].startswith("-"):
-        print("usage: layerbus prometheus-targets GATEWAY_URL [OUTPUT.json]", file=sys.stderr)
-        return 2
     try:
-        status = fetch_status(argv[0], os.environ.get("LAYERBUS_API_KEY", ""))
+        status = fetch_status(gateway, api_key)
     except (OSError, ValueError) as err:
-        print(f"layerbus: no /status from {argv[0]}: {err}", file=sys.stderr)
+        print(f"layerbus: no /status from {gateway}: {err}", file=sys.stderr)
         return 1
     text = json.dumps(file_sd(status), indent=2) + "\n"
-    if len(argv) > 1:
-        tmp = argv[1] + ".tmp"
+    if output:
+        tmp = output + ".tmp"
         with open(tmp, "w") as out:  # Prometheus must never read half a file
             out.write(text)
-        os.replace(tmp, argv[1])
+        os.replace(tmp, output)
     else:
         sys.stdout.write(text)
     return 0

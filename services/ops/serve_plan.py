@@ -9,6 +9,7 @@ transport settings every child, gateway settings the gateway).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
@@ -51,14 +52,14 @@ class RoutedFlags:
     children: dict[str, dict[str, str]]
 
 
-def _fields(classes: list[type[BaseModel]]) -> set[str]:
+def _fields(classes: Sequence[type[BaseModel]]) -> set[str]:
     return {name for cls in classes for name in cls.model_fields}
 
 
 def route_flags(
     flags: dict[str, str],
-    own: list[type[BaseModel]],
-    children: dict[str, list[type[BaseModel]]],
+    own: Sequence[type[BaseModel]],
+    children: Mapping[str, Sequence[type[BaseModel]]],
 ) -> RoutedFlags:
     """Split flags into the launcher's own settings and what each child receives.
 

@@ -1,4 +1,4 @@
-"""`layerbus` command line: flag parsing, boolean flags, help text, serve forwarding."""
+"""`layerbus` command line: flags, boolean flags, environment variables, help, errors, serve."""
 
 from __future__ import annotations
 
@@ -6,79 +6,155 @@ from pathlib import Path
 
 import pytest
 
-from services.coordinator.settings import CoordinatorSettings
 from services.ops import cli
+from services.ops.command_settings import CliUsageError, CommandSettings
 from shared.engine_settings import EngineSettings
-
-BOOLS = frozenset({"enable_prefix_caching", "standby"})
-
-
-def test_name_value_pairs_and_equals_form() -> None:
-    flags = cli.parse_flags(["--dtype", "bfloat16", "--max-model-len=1024"], BOOLS)
-    assert flags == {"dtype": "bfloat16", "max_model_len": "1024"}
+from shared.settings import TransportSettings
 
 
-def test_bare_boolean_flag_means_true() -> None:
-    flags = cli.parse_flags(["--enable-prefix-caching", "--dtype", "bfloat16"], BOOLS)
-    assert flags == {"enable_prefix_caching": "true", "dtype": "bfloat16"}
+@pytest.fixture()
+def ran(monkeypatch: pytest.MonkeyPatch) -> list[CommandSettings]:
+    """The command objects `layerbus coordinator|stage` would have run, instead of running."""
+    seen: list[CommandSettings] = []
+    for command in (cli.CoordinatorCommand, cli.StageCommand):
+        monkeypatch.setattr(command, "cli_cmd", seen.append)
+    return seen
 
 
-def test_negated_boolean_flag_means_false() -> None:
-    assert cli.parse_flags(["--no-enable-prefix-caching"], BOOLS) == {
-        "enable_prefix_caching": "false"
-    }
+def engine_of(argv: list[str], ran: list[CommandSettings]) -> EngineSettings:
+    cli.main(argv)
+    return ran[-1].part(EngineSettings)
 
 
-def test_boolean_flag_takes_a_following_truth_word() -> None:
-    assert cli.parse_flags(["--standby", "false", "--enable-prefix-caching=0"], BOOLS) == {
-        "standby": "false",
-        "enable_prefix_caching": "0",
-    }
+def test_name_value_pairs_and_equals_form(ran: list[CommandSettings]) -> None:
+    engine = engine_of(["coordinator", "--dtype", "bfloat16", "--max-model-len=1024"], ran)
+    assert (engine.dtype, engine.max_model_len) == ("bfloat16", 1024)
 
 
-def test_boolean_at_the_end_of_the_line() -> None:
-    assert cli.parse_flags(["--dtype", "auto", "--standby"], BOOLS)["standby"] == "true"
+def test_bare_boolean_flag_means_true_and_negated_means_false(ran: list[CommandSettings]) -> None:
+    assert (
+        engine_of(["coordinator", "--no-enable-prefix-caching"], ran).enable_prefix_caching is False
+    )  # noqa: E501
+    assert engine_of(["coordinator", "--enable-prefix-caching"], ran).enable_prefix_caching is True
+    assert engine_of(["coordinator", "--enforce-eager", "--seed", "3"], ran).enforce_eager is True
+    assert engine_of(["coordinator"], ran).enforce_eager is None  # unset: the platform decides
 
 
-def test_non_boolean_flag_without_value_is_an_error() -> None:
-    with pytest.raises(SystemExit, match="--dtype needs a value"):
-        cli.parse_flags(["--dtype"], BOOLS)
+def test_boolean_flag_takes_a_truth_word(ran: list[CommandSettings]) -> None:
+    for argv in (["--enable-prefix-caching", "false"], ["--enable-prefix-caching=0"]):
+        assert engine_of(["coordinator", *argv], ran).enable_prefix_caching is False
+    engine = engine_of(["coordinator", "--no-enable-prefix-caching", "--enforce-eager=yes"], ran)
+    assert engine.enforce_eager is True and engine.enable_prefix_caching is False
 
 
-def test_no_prefix_of_a_non_boolean_is_an_unknown_name() -> None:
-    assert cli.parse_flags(["--no-dtype", "x"], BOOLS) == {"no_dtype": "x"}
+def test_a_boolean_refuses_a_word_that_is_not_one(ran: list[CommandSettings]) -> None:
+    with pytest.raises(CliUsageError, match="--enable-prefix-caching"):
+        cli.main(["coordinator", "--enable-prefix-caching=maybe"])
 
 
-def test_bare_boolean_builds_true_setting() -> None:
-    [engine] = cli.build([EngineSettings], cli.parse_flags(["--no-enable-prefix-caching"], BOOLS))
-    assert engine.enable_prefix_caching is False
+def test_non_boolean_flag_without_value_is_an_error(ran: list[CommandSettings]) -> None:
+    with pytest.raises(CliUsageError, match="--dtype: expected one argument") as refused:
+        cli.main(["coordinator", "--dtype"])
+    assert refused.value.code == 2
+
+
+def test_no_prefix_of_a_non_boolean_is_an_unknown_name(ran: list[CommandSettings]) -> None:
+    with pytest.raises(CliUsageError, match=r"unknown setting\(s\) \['no_dtype'\]"):
+        cli.main(["coordinator", "--no-dtype", "x"])
+    assert not ran
+
+
+def test_each_part_reads_its_own_environment_variables(
+    ran: list[CommandSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAYERBUS_STAGE_LAYERS", "3:9")
+    monkeypatch.setenv("LAYERBUS_MAX_MODEL_LEN", "512")
+    monkeypatch.setenv("LAYERBUS_HWM", "7")
+    monkeypatch.setenv("LAYERBUS_LAYERS", "0:1")  # not a stage variable: ignored
+    cli.main(["stage", "--hwm", "9"])
+    from services.stage.settings import StageSettings
+
+    stage = ran[-1].part(StageSettings)
+    assert stage.layers == "3:9"
+    assert ran[-1].part(EngineSettings).max_model_len == 512
+    assert ran[-1].part(TransportSettings).hwm == 9  # the flag wins over the variable
+
+
+def test_a_bad_value_names_the_flag_and_its_variable(ran: list[CommandSettings]) -> None:
+    with pytest.raises(CliUsageError) as refused:
+        cli.main(["coordinator", "--max-model-len", "long"])
+    assert "--max-model-len (LAYERBUS_MAX_MODEL_LEN): Input should be a valid integer" in str(
+        refused.value
+    )
+    assert "'long'" in str(refused.value)
+
+
+def test_a_missing_required_setting_names_its_variable(
+    ran: list[CommandSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LAYERBUS_STAGE_LAYERS", raising=False)
+    with pytest.raises(CliUsageError, match=r"--layers \(LAYERBUS_STAGE_LAYERS\): Field required"):
+        cli.main(["stage"])
+
+
+def test_a_bad_environment_value_names_the_variable(
+    ran: list[CommandSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAYERBUS_HEARTBEAT_MISSES", "many")
+    with pytest.raises(CliUsageError, match=r"LAYERBUS_HEARTBEAT_MISSES.*'many'"):
+        cli.main(["coordinator"])
+
+
+def test_gateway_errors_do_not_echo_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.GatewayCommand, "cli_cmd", lambda self: None)
+    with pytest.raises(CliUsageError) as refused:
+        cli.main(["gateway", "--api-keys", "sk-secret", "--max-n", "zero"])
+    assert "--max-n" in str(refused.value) and "zero" not in str(refused.value)
+
+
+def help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
 
 
 def test_help_never_prints_pydantic_undefined(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("serve", "coordinator", "stage", "gateway"):
-        cli.main([command, "--help"])
-        out = capsys.readouterr().out
-        assert "PydanticUndefined" not in out, command
+        out = help_of([command], capsys)
+        assert "PydanticUndefined" not in out and "default factory" not in out, command
         assert "--max-model-len" in out or command == "gateway"
 
 
-def test_help_marks_boolean_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    cli.main(["coordinator", "--help"])
-    assert "--[no-]enable-prefix-caching" in capsys.readouterr().out
+def test_help_marks_boolean_flags_and_names_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    out = " ".join(help_of(["coordinator"], capsys).split())
+    assert "--enable-prefix-caching, --no-enable-prefix-caching" in out
+    assert "[env: LAYERBUS_ENABLE_PREFIX_CACHING]" in out
+    assert "(default: 300.0) [env: LAYERBUS_CONFIGURE_TIMEOUT_S]" in out
 
 
-def test_required_setting_says_so() -> None:
-    from services.stage.settings import StageSettings
-
-    assert "--layers" in cli.describe([StageSettings])
-    assert "(required)" in cli.describe([StageSettings]).splitlines()[0]
-
-
-def test_help_shows_default_factory_values() -> None:
-    assert "(default 300.0)" in cli.describe([CoordinatorSettings])
+def test_required_setting_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    out = " ".join(help_of(["stage"], capsys).split())
+    assert "--layers str layer range START:END (END exclusive), e.g. 0:15 (required)" in out
+    assert "[env: LAYERBUS_STAGE_LAYERS]" in out
 
 
-def test_serve_forwards_engine_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_shows_default_factory_values(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.default_model import default_model_path
+
+    out = " ".join(help_of(["gateway"], capsys).split())
+    assert f"(default: {default_model_path()})" in out.replace("- ", "-")
+
+
+def test_serve_help_lists_what_it_forwards(capsys: pytest.CaptureFixture[str]) -> None:
+    out = help_of(["serve"], capsys)
+    assert "forwarded to the coordinator" in out and "forwarded to the gateway" in out
+    assert "--step-timeout-s float" in out and "--max-n int" in out
+    assert "--layers" not in out  # the launcher sets it
+
+
+@pytest.fixture()
+def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     seen: dict[str, object] = {}
 
     def fake_serve(settings, engine, forwarded, metrics_capable):  # type: ignore[no-untyped-def]
@@ -86,10 +162,14 @@ def test_serve_forwards_engine_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         return 0
 
     monkeypatch.setattr("services.ops.launcher.serve", fake_serve)
-    argv = ["--dtype", "bfloat16", "--max-model-len", "1024", "--stages", "3"]
+    return seen
+
+
+def test_serve_forwards_engine_flags(served: dict[str, object]) -> None:
+    argv = ["serve", "--dtype", "bfloat16", "--max-model-len", "1024", "--stages", "3"]
     argv += ["--no-enable-prefix-caching", "--step-timeout-s", "30", "--max-n", "4"]
-    assert cli.serve(argv) == 0
-    forwarded = seen["forwarded"]
+    cli.main(argv)
+    forwarded = served["forwarded"]
     assert isinstance(forwarded, dict)
     for child in ("coordinator", "stage"):
         assert forwarded[child]["dtype"] == "bfloat16"
@@ -98,18 +178,29 @@ def test_serve_forwards_engine_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert forwarded["coordinator"]["step_timeout_s"] == "30"
     assert "step_timeout_s" not in forwarded["stage"]
     assert forwarded["gateway"] == {"max_n": "4"}
-    assert seen["engine"].max_model_len == 1024  # type: ignore[attr-defined]
-    assert seen["settings"].stages == 3  # type: ignore[attr-defined]
+    assert served["engine"].max_model_len == 1024  # type: ignore[attr-defined]
+    assert served["settings"].stages == 3  # type: ignore[attr-defined]
 
 
-def test_serve_refuses_unknown_flag() -> None:
+def test_serve_takes_boolean_words_and_forwards_them_as_flags(served: dict[str, object]) -> None:
+    cli.main(["serve", "--standby", "--async-runner", "false", "--access-log=yes"])
+    forwarded = served["forwarded"]
+    assert isinstance(forwarded, dict)
+    assert served["settings"].standby is True  # type: ignore[attr-defined]
+    assert forwarded["stage"]["async_runner"] == "false"
+    assert forwarded["gateway"]["access_log"] == "true"
+
+
+def test_serve_refuses_unknown_flag(served: dict[str, object]) -> None:
     with pytest.raises(SystemExit, match="--no-such-thing"):
-        cli.serve(["--no-such-thing", "1"])
+        cli.main(["serve", "--no-such-thing", "1"])
+    assert not served
 
 
-def test_serve_refuses_a_value_a_child_would_refuse() -> None:
+def test_serve_refuses_a_value_a_child_would_refuse(served: dict[str, object]) -> None:
     with pytest.raises(SystemExit, match="max_n"):
-        cli.serve(["--max-n", "zero"])
+        cli.main(["serve", "--max-n", "zero"])
+    assert not served
 
 
 def test_keys_generate_writes_a_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,14 +216,44 @@ def test_keys_generate_writes_a_pair(tmp_path: Path, capsys: pytest.CaptureFixtu
         cli.main(["keys", "generate", str(tmp_path)])
 
 
+def test_unknown_command_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CliUsageError, match="invalid choice: 'stages'"):
+        cli.main(["stages"])
+
+
+def test_no_command_prints_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main([])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "prometheus-targets" in out and "LAYERBUS_*" in out
+
+
+def test_health_target_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    probed: list[tuple[str, str]] = []
+
+    def probe(target: str, stage: str) -> str:
+        probed.append((target, stage))
+        return ""
+
+    monkeypatch.setattr("services.ops.health_probe.probe", probe)
+    monkeypatch.setenv("LAYERBUS_HEALTH_TARGET", "tcp://c:5555")
+    monkeypatch.setenv("LAYERBUS_HEALTH_STAGE", "stage-0-3")
+    with pytest.raises(SystemExit) as done:
+        cli.main(["health"])
+    assert done.value.code == 0 and probed == [("tcp://c:5555", "stage-0-3")]
+    with pytest.raises(SystemExit):
+        cli.main(["health", "http://g:8000"])
+    assert probed[-1] == ("http://g:8000", "stage-0-3")
+
+
 def test_metrics_port_defaults_to_on_and_help_says_where(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from shared.settings import TransportSettings
-
     assert TransportSettings().metrics_port is None  # the service's default port, not off
-    cli.main(["stage", "--help"])
-    assert "coordinator 9100, stage 9101" in capsys.readouterr().out
+    assert "coordinator 9100, stage 9101" in " ".join(help_of(["stage"], capsys).split())
 
 
 def test_prometheus_targets_without_a_gateway_prints_usage() -> None:
