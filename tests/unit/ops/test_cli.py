@@ -269,3 +269,48 @@ def test_prometheus_targets_names_an_unreachable_gateway(
         cli.main(["prometheus-targets", "http://127.0.0.1:9/"])
     assert stopped.value.code == 1
     assert "no /status from http://127.0.0.1:9/" in capsys.readouterr().err
+
+
+def test_every_child_command_line_of_serve_parses_as_given(
+    served: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What `layerbus serve` forwards reaches each child's settings with the value given."""
+    from services.ops.serve_plan import ServePlan, plan_children
+
+    argv = ["serve", "--dtype", "float32", "--no-async-runner", "--insecure=true"]
+    argv += ["--step-timeout-s", "30", "--max-n", "4", "--api-keys", "k1,k2", "--kv-cache-gb", "1"]
+    cli.main(argv)
+    forwarded = served["forwarded"]
+    assert isinstance(forwarded, dict)
+    shape = ServePlan(
+        model=str(tmp_path),
+        ranges=[(0, 15), (15, 30)],
+        coordinator_address="tcp://127.0.0.1:5555",
+        host="127.0.0.1",
+        port=8000,
+        kv_cache_gb=0.5,
+        metrics_port=9100,
+        cpus=[0, 1],
+    )
+    children = plan_children(shape, forwarded, {"coordinator", "stage"})
+    seen: list[CommandSettings] = []
+    for command in (cli.CoordinatorCommand, cli.StageCommand, cli.GatewayCommand):
+        monkeypatch.setattr(command, "cli_cmd", seen.append)
+    for child in children:
+        cli.main(child.args)
+    coordinator, stage, _, gateway = seen
+    from services.coordinator.settings import CoordinatorSettings
+    from services.gateway.settings import GatewaySettings
+    from services.stage.settings import StageSettings
+
+    assert coordinator.part(CoordinatorSettings).step_timeout_s == 30.0
+    assert coordinator.part(TransportSettings).insecure is True
+    assert coordinator.part(TransportSettings).metrics_port == 9100
+    assert stage.part(StageSettings).async_runner is False
+    assert stage.part(StageSettings).kv_cache_gb == 1.0
+    assert stage.part(StageSettings).layers == "0:15"
+    assert stage.part(EngineSettings).dtype == "float32"
+    assert stage.part(TransportSettings).metrics_port == 9101
+    gateway_settings = gateway.part(GatewaySettings)
+    assert gateway_settings.api_keys == ["k1", "k2"] and gateway_settings.max_n == 4
+    assert gateway_settings.model == str(tmp_path) and gateway_settings.insecure is True
