@@ -214,12 +214,11 @@ def _tidy_help(text: str, field: FieldInfo) -> str:
     return text
 
 
-def run_cli(root: type[CommandSettings], argv: list[str], prog: str) -> CliSettingsSource[Any]:
+def run_cli(root: type[CommandSettings], argv: list[str], prog: str) -> None:
     """Parse argv into `root` and run the chosen sub-command's cli_cmd.
 
-    Returns the CLI source (calling it gives the values the command line set). A flag or
-    value a command refuses raises CliUsageError naming the flag, its environment
-    variable and the problem, also printed to stderr; --help exits 0 (SystemExit).
+    A flag or value a command refuses raises CliUsageError naming the flag, its
+    environment variable and the problem, also printed to stderr; --help exits 0.
     """
     command, _ = _resolve(root, [arg.replace("-", "_") for arg in argv[:1]])
     if command is not root:
@@ -236,7 +235,7 @@ def run_cli(root: type[CommandSettings], argv: list[str], prog: str) -> CliSetti
     )
     try:
         CliApp.run(root, cli_args=argv, cli_settings_source=source)
-        return source
+        return
     except SettingsError as err:
         message = _parse_error(str(err).removeprefix("error parsing CLI: "))
     except ValidationError as err:
