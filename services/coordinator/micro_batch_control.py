@@ -35,8 +35,12 @@ so every new M is measured before the next one.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+# Seconds between two decisions to raise M (each new M is measured first).
+RAISE_WINDOW_S = 5.0
 BUSY_ENOUGH = 0.85  # a bottleneck stage this busy is fed well enough
 BUSY_AIM = 0.95  # a raise is sized to make the busiest stage this busy
 
@@ -62,6 +66,54 @@ def wanted_micro_batches(current: int, cap: int, measure: Measure) -> int:
         return current  # 0: no heartbeat in the window yet
     proportional = math.ceil(current * BUSY_AIM / measure.busiest_stage)
     return max(current + 1, min(proportional, cap, measure.running // 2))
+
+
+def micro_batch_range(stages: int, fixed: int, cap: int) -> tuple[int, int]:
+    """M to start with and the most it may be raised to.
+
+    `fixed` (--micro-batches) when set; else one per stage, raised while serving
+    up to `cap` (--max-micro-batches; default 4 per stage, and a single stage has
+    nothing to overlap).
+    """
+    if fixed:
+        return fixed, fixed
+    if cap:
+        return stages, max(stages, cap)
+    return stages, 4 * stages if stages > 1 else 1
+
+
+class BeatingStage(Protocol):
+    """A chain stage (registry.py's StageRecord) as the window reads it on the engine thread."""
+
+    name: str
+    beat: Any  # the last wire.Heartbeat (cumulative busy_s), or None
+    beat_at: float  # when it arrived (monotonic)
+
+
+class RaiseWindow:
+    """Each chain stage's busy time when the current window began; engine thread only."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.beats: dict[str, tuple[float, float]] = {}
+
+    def due(self, now: float) -> bool:
+        """Whether the window has run RAISE_WINDOW_S (the first one is due at once)."""
+        return now - self.start >= RAISE_WINDOW_S
+
+    def busiest_share(self, chain: Iterable[BeatingStage]) -> float:
+        """The busiest stage's compute share since the window began; 0 without two beats."""
+        busiest = 0.0
+        for r in chain:
+            start = self.beats.get(r.name)
+            if r.beat is not None and start is not None and r.beat_at - start[1] > 0.5:
+                share = (r.beat.busy_s - start[0]) / (r.beat_at - start[1])
+                busiest = max(busiest, share)
+        return busiest
+
+    def restart(self, now: float, chain: Iterable[BeatingStage]) -> None:
+        self.start = now
+        self.beats = {r.name: (r.beat.busy_s, r.beat_at) for r in chain if r.beat is not None}
 
 
 class TimeAverage:

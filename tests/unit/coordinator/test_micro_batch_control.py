@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
-from services.coordinator.micro_batch_control import Measure, TimeAverage, wanted_micro_batches
+from services.coordinator.micro_batch_control import (
+    RAISE_WINDOW_S,
+    Measure,
+    RaiseWindow,
+    TimeAverage,
+    micro_batch_range,
+    wanted_micro_batches,
+)
 
 
 def test_lan_keeps_m_while_the_busiest_stage_is_busy() -> None:
@@ -51,3 +61,49 @@ def test_time_average_weights_levels_by_duration() -> None:
     assert avg.take(now=5.0) == pytest.approx((0 * 1 + 2 * 3 + 1 * 1) / 5)
     # A new window starts at the take, at the level reached.
     assert avg.take(now=7.0) == pytest.approx(1.0)
+
+
+def test_m_starts_fixed_or_at_one_per_stage_with_its_cap() -> None:
+    assert micro_batch_range(stages=3, fixed=5, cap=0) == (5, 5)
+    assert micro_batch_range(stages=3, fixed=5, cap=12) == (5, 5)
+    assert micro_batch_range(stages=3, fixed=0, cap=8) == (3, 8)
+    assert micro_batch_range(stages=3, fixed=0, cap=2) == (3, 3)  # never below one per stage
+    assert micro_batch_range(stages=2, fixed=0, cap=0) == (2, 8)
+    assert micro_batch_range(stages=1, fixed=0, cap=0) == (1, 1)  # nothing to overlap
+
+
+class Stage:
+    """A chain stage's name and last heartbeat, as the window reads them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.beat: Any = None
+        self.beat_at = 0.0
+
+    def beats(self, busy_s: float, at: float) -> None:
+        self.beat = SimpleNamespace(busy_s=busy_s)
+        self.beat_at = at
+
+
+def test_the_window_measures_the_busiest_stage_since_it_began() -> None:
+    a, b, late = Stage("a"), Stage("b"), Stage("late")
+    a.beats(10.0, at=100.0)
+    b.beats(20.0, at=100.2)
+    window = RaiseWindow()
+    assert window.due(now=100.0)  # the first window is due at once
+    window.restart(100.5, [a, b, late])
+    assert not window.due(now=100.5 + RAISE_WINDOW_S - 0.1)
+    assert window.due(now=100.5 + RAISE_WINDOW_S)
+    a.beats(12.0, at=105.0)  # 2 s of 5
+    b.beats(23.0, at=105.2)  # 3 s of 5
+    late.beats(50.0, at=105.0)  # no beat when the window began: not counted
+    assert window.busiest_share([a, b, late]) == pytest.approx(0.6)
+
+
+def test_a_window_without_a_second_beat_measures_nothing() -> None:
+    a = Stage("a")
+    a.beats(10.0, at=100.0)
+    window = RaiseWindow()
+    window.restart(100.0, [a])
+    a.beats(10.4, at=100.4)  # under half a second apart: too short to tell
+    assert window.busiest_share([a]) == 0.0
