@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.executor.abstract import Executor
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
 
 from services.coordinator.executor import PipelineExecutor
@@ -57,9 +59,7 @@ def test_step_with_tokens_samples_from_its_own_result() -> None:
     assert ex.execute_model(step(2), non_block=True).result() is None
     second = ex.sample_tokens(None, non_block=True)
     # Results arrive in order; each future gets its own step's tokens.
-    link.sent[1][1].set_result(
-        wire.StepResult(step_id=2, req_ids=["b"], sampled_token_ids=[[9]])
-    )
+    link.sent[1][1].set_result(wire.StepResult(step_id=2, req_ids=["b"], sampled_token_ids=[[9]]))
     link.sent[0][1].set_result(
         wire.StepResult(step_id=1, req_ids=["a", "b"], sampled_token_ids=[[], [7]])
     )
@@ -87,3 +87,18 @@ def test_a_failed_step_raises_instead_of_returning_a_placeholder() -> None:
     link.sent[0][1].set_exception(PipelineFailed("stage-1 stopped responding"))
     with pytest.raises(PipelineFailed, match="stage-1"):
         sample.result()
+
+
+def test_every_method_the_executor_overrides_is_still_vllms_by_name_and_parameters() -> None:
+    for name, method in vars(PipelineExecutor).items():
+        if name.startswith("__") or not callable(method) or name in ("bind", "_plan", "_make_plan"):
+            continue
+        theirs = getattr(Executor, name, None)
+        assert theirs is not None, (
+            f"vLLM's Executor no longer has {name}(); EngineCore will not call "
+            f"services/coordinator/executor.py:PipelineExecutor.{name}"
+        )
+        ours, expected = inspect.signature(method), inspect.signature(theirs)
+        assert list(ours.parameters) == list(expected.parameters), (
+            f"vLLM's Executor.{name}{expected} changed; PipelineExecutor.{name}{ours} must follow"
+        )
