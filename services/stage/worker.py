@@ -4,7 +4,7 @@ vLLM's own pipeline-parallel machinery does the slicing: the worker's pipeline
 group is made to report the rank that owns [start, end) in a partition
 [0,start) [start,end) [end,L), so load_model() builds PPMissingLayer for every
 other layer and never reads their weights. No torch.distributed group spans
-stages: activations arrive and leave through ZeroMQ (services/stage/server.py).
+stages: activations arrive and leave through ZeroMQ (services/stage/hop.py).
 """
 
 from __future__ import annotations
