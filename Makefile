@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerbus-installed-$(VLLM_VARIANT)
 
-.PHONY: install prometheus serve test test-deploy test-docker lint unit e2e bench clean
+.PHONY: install prometheus serve test test-bench test-deploy test-docker lint unit e2e bench clean
 
 install: $(STAMP)
 
@@ -55,9 +55,15 @@ prometheus:
 	    echo "layerbus: no /usr/bin/prometheus and not root with apt-get; the Prometheus tests will skip"; \
 	  fi; }
 
+# The benchmark scripts' smoke runs (tests/benchmark) start whole stacks several times
+# over; `make test-bench` runs them (CI runs it after `make test`).
 test: install lint prometheus
 	$(BIN)/layerbus prepare-model
-	$(BIN)/python -m pytest -q -rs tests
+	$(BIN)/python -m pytest -q -rs tests --ignore=tests/benchmark
+
+test-bench: install
+	$(BIN)/layerbus prepare-model
+	$(BIN)/python -m pytest -q -rs tests/benchmark
 
 bench: install
 	$(BIN)/layerbus prepare-model

@@ -9,6 +9,7 @@ break_chain() and offer(). A lock guards the shared maps.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -21,10 +22,12 @@ import zmq
 
 from services.coordinator.micro_batch_control import TimeAverage
 from shared import codec, wire
-from shared.curve import CurveOptions
+from shared.curve import CurveOptions, is_loopback
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.step_phases import observe
+
+log = logging.getLogger("layerbus.coordinator")
 
 
 class PipelineFailed(RuntimeError):
@@ -122,6 +125,8 @@ class PipelineLink:
             nxt = self.chain[index + 1].info.data_address if index + 1 < len(self.chain) else ""
             last = index == len(self.chain) - 1
             ring = self.chain[0].info.data_address if last and len(self.chain) > 1 else ""
+            if ring:
+                warn_unreachable_ring(self.chain[0], record)
             msg = wire.Configure(
                 ring_address=ring,
                 kv_cache_config=encode_kv(config),
@@ -312,3 +317,22 @@ class PipelineLink:
         for item in pending.values():
             if not item.future.done():
                 item.future.set_exception(error)
+
+
+def warn_unreachable_ring(first: Any, last: Any) -> None:
+    """The last stage sends tokens straight to the first: a loopback address it cannot reach.
+
+    A first stage on loopback (the default --bind) is reachable only from its own host;
+    a last stage elsewhere would never deliver its tokens, and every step would wait.
+    """
+    if is_loopback(first.info.data_address) and not is_loopback(last.info.data_address):
+        log.error(
+            "the token ring cannot reach %s: it listens on %s (loopback) but the last stage "
+            "%s is at %s, on another host; start %s with --bind (or --advertise) on an "
+            "address other hosts reach",
+            first.name,
+            first.info.data_address,
+            last.name,
+            last.info.data_address,
+            first.name,
+        )

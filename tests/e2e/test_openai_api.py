@@ -284,7 +284,7 @@ def test_schemathesis_finds_no_server_error(
             str(Path(sys.executable).with_name("st")),
             "run", cluster.url + "/openapi.json",
             "--checks", "not_a_server_error",
-            "--max-examples", "25",
+            "--max-examples", "12",
             "--request-timeout", "60",
             "--generation-deterministic",
         ]  # fmt: skip

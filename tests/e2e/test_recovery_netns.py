@@ -54,7 +54,10 @@ def split_hosts(
         stage_env = dict(cluster.env(), LAYERBUS_STAGE_THREADS="1")
         cluster.spawn(
             "stage-0-15",
-            ["stage", "--layers", "0:15", "--coordinator", coordinator, "--kv-cache-gb", "0.25"],
+            # On the host side of the wire, where the other host's last stage reaches it
+            # with the sampled tokens (the token ring).
+            ["stage", "--layers", "0:15", "--coordinator", coordinator, "--kv-cache-gb", "0.25",
+             "--bind", f"tcp://{ns.host_addr}:{free_port()}"],
             stage_env,
         )
         remote = [

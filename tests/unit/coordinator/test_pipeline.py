@@ -120,3 +120,22 @@ def test_offer_only_when_asked(link: PipelineLink) -> None:
     link.request_chain()
     link.offer(link.chain)
     assert link.take_offer() == link.chain
+
+
+def test_a_ring_to_a_loopback_first_stage_from_another_host_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from services.coordinator.pipeline import warn_unreachable_ring
+
+    def stage(name: str, address: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, info=SimpleNamespace(data_address=address))
+
+    with caplog.at_level("ERROR", logger="layerbus.coordinator"):
+        warn_unreachable_ring(stage("a", "tcp://127.0.0.1:1"), stage("b", "tcp://127.0.0.1:2"))
+        warn_unreachable_ring(stage("a", "tcp://10.0.0.1:1"), stage("b", "tcp://10.0.0.2:2"))
+        assert caplog.records == []
+        warn_unreachable_ring(stage("a", "tcp://127.0.0.1:1"), stage("b", "tcp://10.0.0.2:2"))
+    [record] = caplog.records
+    assert "start a with --bind (or --advertise)" in record.getMessage()
