@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.errors import APIError, bad_request
-from services.gateway.wire_fields import wire_field
+from services.gateway.wire_fields import struct_model, wire_field
+from shared import wire
 
 log = logging.getLogger("layerbus.gateway")
 
@@ -65,18 +66,18 @@ class ResponseFormat(_Lenient):
     json_schema: JsonSchemaFormat | None = None
 
 
-class StructuredOutputs(_Lenient):
-    """vLLM's `structured_outputs` extension (one constraint); part of a parsed body."""
-
-    json_: str | dict[str, Any] | None = Field(None, alias="json")
-    regex: str | None = None
-    choice: list[str] | None = None
-    grammar: str | None = None
-    json_object: bool | None = None
-    structural_tag: str | None = None
-    disable_any_whitespace: bool = False
-    disable_additional_properties: bool = False
-    whitespace_pattern: str | None = None
+# vLLM's `structured_outputs` extension: the fields of wire.StructuredSpec, declared there
+# once; `json` may also be a schema object here (the gateway sends it as JSON text).
+if TYPE_CHECKING:  # mypy cannot follow create_model
+    StructuredOutputs: TypeAlias = _Lenient
+else:
+    StructuredOutputs = struct_model(
+        "StructuredOutputs",
+        wire.StructuredSpec,
+        _Lenient,
+        "vLLM's `structured_outputs` extension (one constraint); part of a parsed body.",
+        widen={"json": str | dict[str, Any] | None},
+    )
 
 
 class SamplingRequest(_Lenient):
