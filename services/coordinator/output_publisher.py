@@ -44,6 +44,9 @@ class OutputPublisher:
         self.send = send
         self.owner: dict[str, bytes] = {}
         self.prompt_len: dict[str, int] = {}
+        # Prompt tokens served from the prefix cache: vLLM reports them once, in the
+        # prefill_stats of a request's first output; every later output repeats them.
+        self.cached: dict[str, int] = {}
         self.stats: EngineStats | None = None  # vllm:* metrics, set once EngineCore runs
 
     def adopt(self, rid: str, identity: bytes, prompt_len: int) -> None:
@@ -61,6 +64,7 @@ class OutputPublisher:
     def forget(self, rid: str) -> None:
         self.owner.pop(rid, None)
         self.prompt_len.pop(rid, None)
+        self.cached.pop(rid, None)
         if self.stats is not None:
             self.stats.forget(rid)
 
@@ -73,6 +77,8 @@ class OutputPublisher:
                 if identity is None:
                     continue
                 finish = None if o.finish_reason is None else str(o.finish_reason)
+                if o.prefill_stats is not None:
+                    self.cached[o.request_id] = o.prefill_stats.num_cached_tokens
                 item = wire.RequestOutput(
                     request_id=o.request_id,
                     token_ids=list(o.new_token_ids),
@@ -80,7 +86,7 @@ class OutputPublisher:
                     finish_reason=finish,
                     stop_reason=o.stop_reason,
                     num_prompt_tokens=self.prompt_len.get(o.request_id, 0),
-                    num_cached_tokens=getattr(o, "num_cached_tokens", 0) or 0,
+                    num_cached_tokens=self.cached.get(o.request_id, 0),
                 )
                 by_owner.setdefault(identity, []).append(item)
                 if finish is not None:

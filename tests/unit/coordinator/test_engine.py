@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 
 from services.coordinator.engine import EngineHost
 from services.coordinator.engine_core import PipelineEngineCore
@@ -73,10 +74,8 @@ def test_the_loop_steps_publishes_and_updates_the_snapshot() -> None:
     received: list[tuple[bytes, msgspec.Struct]] = []
     host.publisher.send = send
     host.commands.put((GW1, generate("a", [1])))
-    out = SimpleNamespace(
-        request_id="a", new_token_ids=[7], new_logprobs=None, finish_reason=None, stop_reason=None
-    )
-    core.results.append({0: SimpleNamespace(outputs=[out])})
+    out = EngineCoreOutput(request_id="a", new_token_ids=[7])
+    core.results.append({0: EngineCoreOutputs(outputs=[out])})
     link.steps_sent = 3
     host._loop()
     ((identity, msg),) = received

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from vllm.v1.core.block_pool import BlockPool
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.engine import EngineCoreRequest
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, EngineCoreRequest, FinishReason
 from vllm.v1.engine.core import EngineCore
 
 from services.coordinator.engine_core import (
@@ -48,14 +48,9 @@ def engine_with(
 
 
 def step_output(rid: str, tokens: list[int], finish: str | None = None) -> dict[int, Any]:
-    out = SimpleNamespace(
-        request_id=rid,
-        new_token_ids=tokens,
-        new_logprobs=None,
-        finish_reason=finish,
-        stop_reason=None,
-    )
-    return {0: SimpleNamespace(outputs=[out])}
+    reason = None if finish is None else FinishReason[finish.upper()]
+    out = EngineCoreOutput(request_id=rid, new_token_ids=tokens, finish_reason=reason)
+    return {0: EngineCoreOutputs(outputs=[out])}
 
 
 def test_the_batch_queue_holds_what_m_may_grow_to_and_admits_what_m_allows() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, FinishReason
+from vllm.v1.metrics.stats import PrefillStats
 from vllm.v1.outputs import LogprobsLists
 
 from services.coordinator.output_publisher import OutputPublisher, wire_logprobs
@@ -124,3 +125,22 @@ def test_engine_core_output_has_the_fields_the_publisher_reads() -> None:
         )
     for name in ("logprob_token_ids", "logprobs", "sampled_token_ranks"):
         assert name in LogprobsLists._fields, f"vLLM's LogprobsLists lost {name} (wire_logprobs)"
+
+
+def test_the_cached_prompt_tokens_of_vllms_prefill_stats_reach_every_later_output() -> None:
+    sent = Sent()
+    publisher = publisher_with(sent, ("a", GW1))
+    stats = PrefillStats()
+    stats.set(num_prompt_tokens=3, num_local_cached_tokens=2, num_external_cached_tokens=0)
+    publisher.publish(
+        outputs(EngineCoreOutput(request_id="a", new_token_ids=[1], prefill_stats=stats))
+    )
+    publisher.publish(
+        outputs(
+            EngineCoreOutput(request_id="a", new_token_ids=[2], finish_reason=FinishReason.STOP)
+        )
+    )
+    assert [o.num_cached_tokens for o in sent.outputs(GW1)] == [2, 2], (
+        "vLLM's EngineCoreOutput.prefill_stats.num_cached_tokens is not what was sent"
+    )
+    assert publisher.cached == {}
