@@ -31,7 +31,7 @@ from services.gateway.errors import (
     server_error_handler,
     unavailable,
 )
-from services.gateway.handlers import Gateway, handle_generation
+from services.gateway.handlers import Gateway, gateway_of, handle_generation
 from services.gateway.metrics import CONTENT_TYPE, GatewayMetrics, MetricsMiddleware
 from services.gateway.openapi import openapi_document
 from services.gateway.orjson_response import OrjsonResponse
@@ -42,21 +42,16 @@ from services.gateway.tools import load_tool_parser
 from shared.metrics_endpoint import metrics_url
 
 
-def _gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
-
-
 async def chat_completions(request: Request) -> Response:
-    return await handle_generation(request, _gateway(request), chat=True)
+    return await handle_generation(request, gateway_of(request), chat=True)
 
 
 async def completions(request: Request) -> Response:
-    return await handle_generation(request, _gateway(request), chat=False)
+    return await handle_generation(request, gateway_of(request), chat=False)
 
 
 async def models(request: Request) -> Response:
-    gw = _gateway(request)
+    gw = gateway_of(request)
     authenticate(request.headers, gw.settings.api_keys)
     status = gw.client.status
     card: dict[str, Any] = {
@@ -72,7 +67,7 @@ async def models(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    gw = _gateway(request)
+    gw = gateway_of(request)
     status = gw.client.status
     if status is None:
         raise unavailable(
@@ -92,7 +87,7 @@ async def health(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    gw = _gateway(request)
+    gw = gateway_of(request)
     authenticate(request.headers, gw.settings.api_keys)
     try:
         st = await gw.client.query_status()
@@ -131,11 +126,11 @@ async def status(request: Request) -> Response:
 def _served_port(request: Request) -> int:
     """The gateway's HTTP port: the setting, or the socket's when it was given one (port 0)."""
     server = request.scope.get("server") or (None, 0)
-    return int(_gateway(request).settings.port or server[1] or 0)
+    return int(gateway_of(request).settings.port or server[1] or 0)
 
 
 async def metrics(request: Request) -> Response:
-    gw = _gateway(request)
+    gw = gateway_of(request)
     if gw.settings.protect_metrics:
         authenticate(request.headers, gw.settings.api_keys)
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE)

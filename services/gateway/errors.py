@@ -77,6 +77,13 @@ def unavailable(
     return APIError(503, message, code=code, headers=headers)
 
 
+def generation_failed(message: str, invalid: bool) -> APIError:
+    """A sequence the coordinator ended with an error: 400 if the request was at fault, else 503."""
+    if invalid:
+        return bad_request(message, code="invalid_request")
+    return APIError(503, message, code="generation_failed")
+
+
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette handler for APIError."""
     if not isinstance(exc, APIError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -16,13 +16,14 @@ from services.gateway.admission_gate import AdmissionGate, estimate_tokens
 from services.gateway.auth import authenticate
 from services.gateway.coordinator_client import CoordinatorClient
 from services.gateway.disconnect import ClientGone, run_until_disconnect
-from services.gateway.errors import APIError, bad_request, unavailable
+from services.gateway.errors import APIError, bad_request, generation_failed, unavailable
 from services.gateway.generation import Generation, PromptPlan, new_request_id
 from services.gateway.metrics import GatewayMetrics, RequestTimer
 from services.gateway.orjson_response import OrjsonResponse
 from services.gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    ModelRequest,
     parse_request,
     require_model,
 )
@@ -35,6 +36,8 @@ from services.gateway.tools import ToolExtractor, ToolPlan, plan_tools, tool_con
 from services.gateway.wire_fields import wire_param
 from shared import wire
 from shared.context_length import context_length_error
+
+Posted = TypeVar("Posted", bound=ModelRequest)
 
 # Not an HTTP status a client sees (it has left); nginx's code for the metrics label.
 CLIENT_CLOSED = 499
@@ -53,6 +56,24 @@ class Gateway:
     defaults: dict[str, Any] = field(default_factory=dict)
     # vLLM's tool parser class (--tool-call-parser), or None.
     tool_parser: Any = None
+
+
+def gateway_of(request: Request) -> Gateway:
+    """The Gateway the app's lifespan made."""
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def read_request(
+    request: Request, gw: Gateway, model: type[Posted]
+) -> tuple[str | None, bytes, Posted]:
+    """Authenticate, read, parse and check the model of a POST: the API key, the body, parsed."""
+    settings = gw.settings
+    key = authenticate(request.headers, settings.api_keys)
+    body = await read_body(request, settings.max_body_bytes)
+    req = parse_request(body, model)
+    require_model(req.model, settings.model_name, aliases=(settings.model,))
+    return key, body, req
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -166,9 +187,7 @@ async def collect(gen: Generation, timer: RequestTimer) -> None:
     async for delta in gen.deltas():
         timer.tokens(delta.num_new_tokens)
         if delta.error is not None:
-            if delta.invalid:
-                raise bad_request(delta.error, code="invalid_request")
-            raise APIError(503, delta.error, code="generation_failed")
+            raise generation_failed(delta.error, delta.invalid)
     timer.finished()
 
 
@@ -176,14 +195,11 @@ async def handle_generation(request: Request, gw: Gateway, chat: bool) -> Respon
     """POST /v1/chat/completions and /v1/completions."""
     settings = gw.settings
     timer = RequestTimer(gw.metrics)  # TTFT counts from arrival: queueing included
-    key = authenticate(request.headers, settings.api_keys)
-    body = await read_body(request, settings.max_body_bytes)
-    req: ChatCompletionRequest | CompletionRequest = (
-        parse_request(body, ChatCompletionRequest)
-        if chat
-        else parse_request(body, CompletionRequest)
-    )
-    require_model(req.model, settings.model_name, aliases=(settings.model,))
+    req: ChatCompletionRequest | CompletionRequest
+    if chat:
+        key, body, req = await read_request(request, gw, ChatCompletionRequest)
+    else:
+        key, body, req = await read_request(request, gw, CompletionRequest)
     tool_plan = None
     if isinstance(req, ChatCompletionRequest):
         tool_plan = plan_tools(

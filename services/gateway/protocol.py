@@ -26,6 +26,12 @@ class _Lenient(BaseModel):
         """Cross-field rules pydantic constraints cannot express (none by default)."""
 
 
+class ModelRequest(_Lenient):
+    """Base of request bodies that name the model they ask for; parsed per request."""
+
+    model: str | None = None
+
+
 class StreamOptions(_Lenient):
     """`stream_options` of a streaming request; part of a parsed body."""
 
@@ -80,10 +86,9 @@ else:
     )
 
 
-class SamplingRequest(_Lenient):
+class SamplingRequest(ModelRequest):
     """Fields shared by chat and completion bodies; owned by one request's task."""
 
-    model: str | None = None
     max_tokens: int | None = wire_field("max_tokens")
     temperature: float | None = wire_field("temperature")
     top_p: float | None = wire_field("top_p")

@@ -62,27 +62,32 @@ def completion_logprobs(entries: Sequence[LogprobEntry]) -> dict[str, Any]:
 # ------------------------------------------------------------------ whole responses
 
 
+def _envelope(meta: ResponseMeta, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every response and chunk of a request carries around its choices."""
+    return {
+        "id": meta.id,
+        "object": obj,
+        "created": meta.created,
+        "model": meta.model,
+        "choices": choices,
+        "system_fingerprint": None,
+    }
+
+
 def chat_completion(
     meta: ResponseMeta, sequences: Sequence[SequenceState], logprobs: bool, use: dict[str, int]
 ) -> dict[str, Any]:
     """A non-streaming chat.completion."""
-    return {
-        "id": meta.id,
-        "object": "chat.completion",
-        "created": meta.created,
-        "model": meta.model,
-        "choices": [
-            {
-                "index": seq.index,
-                "message": {"role": "assistant", "content": seq.text, "refusal": None},
-                "logprobs": chat_logprobs(seq.logprobs) if logprobs else None,
-                "finish_reason": seq.finish_reason,
-            }
-            for seq in sequences
-        ],
-        "usage": use,
-        "system_fingerprint": None,
-    }
+    choices = [
+        {
+            "index": seq.index,
+            "message": {"role": "assistant", "content": seq.text, "refusal": None},
+            "logprobs": chat_logprobs(seq.logprobs) if logprobs else None,
+            "finish_reason": seq.finish_reason,
+        }
+        for seq in sequences
+    ]
+    return {**_envelope(meta, "chat.completion", choices), "usage": use}
 
 
 def add_tool_calls(
@@ -114,44 +119,26 @@ def tool_call_chunk(
         if finish_reason == "stop":
             finish_reason = "tool_calls"
     choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    return _chunk(meta, "chat.completion.chunk", [choice])
+    return _envelope(meta, "chat.completion.chunk", [choice])
 
 
 def text_completion(
     meta: ResponseMeta, sequences: Sequence[SequenceState], logprobs: bool, use: dict[str, int]
 ) -> dict[str, Any]:
     """A non-streaming text_completion."""
-    return {
-        "id": meta.id,
-        "object": "text_completion",
-        "created": meta.created,
-        "model": meta.model,
-        "choices": [
-            {
-                "index": seq.index,
-                "text": seq.text,
-                "logprobs": completion_logprobs(seq.logprobs) if logprobs else None,
-                "finish_reason": seq.finish_reason,
-            }
-            for seq in sequences
-        ],
-        "usage": use,
-        "system_fingerprint": None,
-    }
+    choices = [
+        {
+            "index": seq.index,
+            "text": seq.text,
+            "logprobs": completion_logprobs(seq.logprobs) if logprobs else None,
+            "finish_reason": seq.finish_reason,
+        }
+        for seq in sequences
+    ]
+    return {**_envelope(meta, "text_completion", choices), "usage": use}
 
 
 # ------------------------------------------------------------------ stream chunks
-
-
-def _chunk(meta: ResponseMeta, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": meta.id,
-        "object": obj,
-        "created": meta.created,
-        "model": meta.model,
-        "choices": choices,
-        "system_fingerprint": None,
-    }
 
 
 def chat_role_chunk(meta: ResponseMeta, index: int) -> dict[str, Any]:
@@ -162,7 +149,7 @@ def chat_role_chunk(meta: ResponseMeta, index: int) -> dict[str, Any]:
         "logprobs": None,
         "finish_reason": None,
     }
-    return _chunk(meta, "chat.completion.chunk", [choice])
+    return _envelope(meta, "chat.completion.chunk", [choice])
 
 
 def chat_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) -> dict[str, Any]:
@@ -173,7 +160,7 @@ def chat_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) -> dic
         "logprobs": chat_logprobs(delta.logprobs) if logprobs and delta.logprobs else None,
         "finish_reason": delta.finish_reason,
     }
-    return _chunk(meta, "chat.completion.chunk", [choice])
+    return _envelope(meta, "chat.completion.chunk", [choice])
 
 
 def completion_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) -> dict[str, Any]:
@@ -184,9 +171,9 @@ def completion_delta_chunk(meta: ResponseMeta, delta: SeqDelta, logprobs: bool) 
         "logprobs": completion_logprobs(delta.logprobs) if logprobs and delta.logprobs else None,
         "finish_reason": delta.finish_reason,
     }
-    return _chunk(meta, "text_completion", [choice])
+    return _envelope(meta, "text_completion", [choice])
 
 
 def usage_chunk(meta: ResponseMeta, obj: str, use: dict[str, int]) -> dict[str, Any]:
     """The last chunk when stream_options.include_usage is set: no choices, only usage."""
-    return {**_chunk(meta, obj, []), "usage": use}
+    return {**_envelope(meta, obj, []), "usage": use}

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.gateway import shapes
 from services.gateway.disconnect import ClientGone, run_until_disconnect
-from services.gateway.errors import APIError, bad_request, error_body
+from services.gateway.errors import APIError, error_body, generation_failed
 from services.gateway.generation import Generation
 from services.gateway.metrics import RequestTimer
 from services.gateway.tools import ToolExtractor
@@ -56,9 +56,7 @@ async def sse_events(
         async for delta in gen.deltas():
             timer.tokens(delta.num_new_tokens)
             if delta.error is not None:
-                if delta.invalid:
-                    raise bad_request(delta.error, code="invalid_request")
-                raise APIError(503, delta.error, code="generation_failed")
+                raise generation_failed(delta.error, delta.invalid)
             if not (delta.text or delta.finish_reason or delta.logprobs):
                 continue
             if plan.chat and plan.tools is not None:

@@ -9,18 +9,16 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway.auth import authenticate
 from services.gateway.errors import bad_request
-from services.gateway.handlers import Gateway, read_body
+from services.gateway.handlers import Gateway, gateway_of, read_request
 from services.gateway.orjson_response import OrjsonResponse
-from services.gateway.protocol import ChatMessage, _Lenient, parse_request, require_model
+from services.gateway.protocol import ChatMessage, ModelRequest
 from services.gateway.tokenization import TemplateError
 
 
-class TokenizeRequest(_Lenient):
+class TokenizeRequest(ModelRequest):
     """Body of POST /tokenize: a `prompt` or chat `messages` (vLLM's two shapes)."""
 
-    model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool | None = None
@@ -33,16 +31,10 @@ class TokenizeRequest(_Lenient):
             raise bad_request("give exactly one of prompt or messages", param="prompt")
 
 
-class DetokenizeRequest(_Lenient):
+class DetokenizeRequest(ModelRequest):
     """Body of POST /detokenize."""
 
-    model: str | None = None
     tokens: list[int] = Field(min_length=0)
-
-
-def _gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
 
 
 def _max_model_len(gw: Gateway) -> int:
@@ -51,11 +43,8 @@ def _max_model_len(gw: Gateway) -> int:
 
 
 async def tokenize(request: Request) -> Response:
-    gw = _gateway(request)
-    authenticate(request.headers, gw.settings.api_keys)
-    body = await read_body(request, gw.settings.max_body_bytes)
-    req = parse_request(body, TokenizeRequest)
-    require_model(req.model, gw.settings.model_name, aliases=(gw.settings.model,))
+    gw = gateway_of(request)
+    _, _, req = await read_request(request, gw, TokenizeRequest)
     if req.messages is not None:
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         for m in messages:
@@ -79,11 +68,8 @@ async def tokenize(request: Request) -> Response:
 
 
 async def detokenize(request: Request) -> Response:
-    gw = _gateway(request)
-    authenticate(request.headers, gw.settings.api_keys)
-    body = await read_body(request, gw.settings.max_body_bytes)
-    req = parse_request(body, DetokenizeRequest)
-    require_model(req.model, gw.settings.model_name, aliases=(gw.settings.model,))
+    gw = gateway_of(request)
+    _, _, req = await read_request(request, gw, DetokenizeRequest)
     vocab = gw.tokenizer.vocab_size
     if any(not 0 <= t < vocab for t in req.tokens):
         raise bad_request(f"token ids must be in [0, {vocab})", param="tokens")
