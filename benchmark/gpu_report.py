@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmark.report import ratio
+
 REFERENCE = "vllm-default"
 # Settings the table's heading names ("?" where a summary lacks one).
 SETTINGS = (
@@ -22,13 +24,6 @@ SETTINGS = (
     "max_model_len",
     "greedy_tokens",
 )
-
-
-def ratio(num: float | None, den: float | None) -> float | None:
-    """num / den, or None when either is missing or den is zero."""
-    if num is None or den is None or den == 0:
-        return None
-    return num / den
 
 
 def reference(summary: dict[str, Any]) -> str:

@@ -183,7 +183,7 @@ def start(
     """Start `system`; return its base URL once it answers (the processes are stopped
     again if it does not within `timeout` seconds)."""
     children = Children(log_dir)
-    try:
+    with children.stopped_on_error():
         if isinstance(system, VllmSystem):
             port = free_port()
             env = child_env(engine.layerbus_env() if engine.platform == "cpu" else {})
@@ -199,6 +199,3 @@ def start(
         url = f"http://127.0.0.1:{plan.port}"
         children.wait_http(url + "/health", timeout, "coordinator")
         return url, children
-    except BaseException:
-        children.stop()
-        raise

@@ -6,7 +6,8 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,3 +134,12 @@ class Children:
         """SIGTERM every child's process group, SIGKILL what is left after 20 s."""
         stop_processes(self.procs.values(), 20)
         self.procs.clear()
+
+    @contextmanager
+    def stopped_on_error(self) -> Iterator[None]:
+        """Stop every child when the block raises: a system that fails to start leaves none."""
+        try:
+            yield
+        except BaseException:
+            self.stop()
+            raise

@@ -88,14 +88,11 @@ def start_vllm(engine: Engine, log_dir: Path, timeout: float) -> Started:
     children = Children(log_dir)
     port = free_port()
     env = child_env({"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, engine.cores))})
-    try:
+    with children.stopped_on_error():
         children.spawn("vllm-serve", vllm_command(engine, port), env, set(engine.cores))
         url = f"http://127.0.0.1:{port}"
         children.wait_http(url + "/health", timeout, "vllm-serve")
         children.wait_http(url + "/v1/models", timeout, "vllm-serve")
-    except BaseException:
-        children.stop()
-        raise
     return Started(url, children)
 
 
@@ -139,7 +136,7 @@ def start_layerbus(
     coordinator = f"tcp://127.0.0.1:{free_port()}"
     binds = [f"tcp://127.0.0.1:{free_port()}" for _ in layers]
     stage_coordinator, advertised = coordinator, list(binds)
-    try:
+    with children.stopped_on_error():
         if delay_ms > 0:
             stage_coordinator = f"tcp://127.0.0.1:{free_port()}"
             advertised = [f"tcp://127.0.0.1:{free_port()}" for _ in layers]
@@ -187,7 +184,4 @@ def start_layerbus(
         children.spawn("gateway", _layerbus(gateway), env)
         url = f"http://127.0.0.1:{port}"
         children.wait_http(url + "/health", timeout, "coordinator")
-    except BaseException:
-        children.stop()
-        raise
     return Started(url, children)

@@ -1,12 +1,15 @@
-"""Child-process bookkeeping of the benchmark: CPU seconds per session."""
+"""Child-process bookkeeping of the benchmark: CPU seconds per session, stop on failure."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from benchmark.processes import session_cpu_seconds
+import pytest
+
+from benchmark.processes import Children, session_cpu_seconds
 
 BURN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
 
@@ -38,3 +41,23 @@ def test_a_session_counts_its_children_cpu_time() -> None:
 
 def test_an_unknown_session_has_no_cpu_time() -> None:
     assert session_cpu_seconds(2**22 + 12345) == 0.0
+
+
+def test_a_start_that_raises_stops_the_children_it_spawned(tmp_path: Path) -> None:
+    children = Children(tmp_path)
+    with pytest.raises(TimeoutError), children.stopped_on_error():
+        children.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+        proc = children.procs["sleeper"]
+        raise TimeoutError("the system did not come up")
+    assert children.procs == {}
+    assert proc.poll() is not None
+
+
+def test_a_start_that_succeeds_keeps_its_children(tmp_path: Path) -> None:
+    children = Children(tmp_path)
+    try:
+        with children.stopped_on_error():
+            children.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+        assert children.procs["sleeper"].poll() is None
+    finally:
+        children.stop()
