@@ -11,7 +11,11 @@ class StageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LAYERBUS_STAGE_", extra="ignore")
 
-    layers: str = Field(..., description="layer range START:END (END exclusive), e.g. 0:15")
+    layers: str = Field(
+        "",
+        description="layer range START:END (END exclusive), e.g. 0:15 (default: the "
+        "coordinator places this stage from its measured capacity)",
+    )
     coordinator: str = Field(
         "tcp://127.0.0.1:5555", description="coordinator ROUTER address to register with"
     )
@@ -21,7 +25,22 @@ class StageSettings(BaseSettings):
     advertise: str = Field(
         "", description="activation address other hosts use (default: the bound one)"
     )
-    name: str = Field("", description="stable stage name (default: stage-START-END)")
+    name: str = Field(
+        "",
+        description="stable stage name (default: stage-START-END with --layers, else "
+        "HOST-PID)",
+    )
+    memory_gb: float | None = Field(
+        None,
+        description="memory placement may fill with this stage's weights and KV cache, GiB "
+        "(default: 90% of the host's available memory on CPU, --gpu-memory-utilization "
+        "of the GPU)",
+    )
+    placed: bool = Field(
+        False,
+        description="set by a placed stage that reloads for a new plan (not for users): "
+        "--layers came from the coordinator, which may move it again",
+    )
     threads: int | None = Field(None, description="torch CPU threads (default: torch's)")
     kv_cache_gb: float | None = Field(
         None,

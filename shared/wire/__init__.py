@@ -11,6 +11,7 @@ users write `from shared import wire` and `wire.Generate`:
   generate.py   gateway <-> coordinator: Generate, Abort, Outputs, Accepted
   status.py     gateway <-> coordinator: StatusQuery, Status, StageStatus
   control.py    stage <-> coordinator: Register, Configure(d), Heartbeat, Reset, Leave, Shutdown
+  placement.py  stage <-> coordinator before a stage holds layers: Offer, OfferSeen, Assign
   steps.py      the activation path: Step (StepPlan, tensors), Tokens, StepResult
 """
 
@@ -34,6 +35,7 @@ from shared.wire.generate import (
     TokenLogprob,
     TopLogprob,
 )
+from shared.wire.placement import Assign, Offer, OfferSeen
 from shared.wire.sampling import (
     MAX_LOGPROBS,
     MAX_SEED,
@@ -70,6 +72,7 @@ __all__ = [
     "PLACEHOLDER",
     "Abort",
     "Accepted",
+    "Assign",
     "CachedRequestsPlan",
     "Configure",
     "Configured",
@@ -79,6 +82,8 @@ __all__ = [
     "Leave",
     "NewRequestPlan",
     "NonEmptyText",
+    "Offer",
+    "OfferSeen",
     "Outputs",
     "Register",
     "RequestOutput",

@@ -26,6 +26,7 @@ class Register(msgspec.Struct):
     metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
     dtype: str = ""  # what the stage's vLLM config runs (e.g. bfloat16)
     max_model_len: int = 0
+    placed: bool = False  # the coordinator chose the range (no --layers): it may re-plan it
 
 
 class Configure(msgspec.Struct):
