@@ -183,15 +183,15 @@ class OfferBook:
         by_name = {r.name: r for r in waiting}
         given = []
         for a in placement.chain:
-            record = by_name.pop(a.stage) if a.stage in by_name else None
-            if record is not None:
-                record.assigned = (a.start, a.end)
-                record.reason = (
+            chosen = by_name.pop(a.stage) if a.stage in by_name else None
+            if chosen is not None:
+                chosen.assigned = (a.start, a.end)
+                chosen.reason = (
                     f"planned layers {a.start}:{a.end}, predicted {a.step_s * 1000:.2f} ms a "
                     f"step (slowest stage {placement.bottleneck}, "
                     f"{placement.step_s * 1000:.2f} ms)"
                 )
-                given.append(record)
+                given.append(chosen)
         fixed_now = self._fixed(registry)
         self.waiting_for = ""
         for record in by_name.values():
