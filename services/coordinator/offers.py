@@ -200,6 +200,35 @@ class OfferBook:
                 given.append(record)
         return given
 
+    def replan(self, registry: Registry) -> list[OfferRecord]:
+        """A new split over the live stages after a loss no standby covers.
+
+        Pinned stages keep their ranges; placed stages and waiting offers are placed
+        afresh. Returns the stages whose range changes (each must reload: it gets
+        wire.Assign); PlacementError when the live stages cannot hold the model.
+        """
+        live = {r.name: r for r in registry.stages.values() if r.state != "dead"}
+        stages: list[StageCapacity] = []
+        for name, record in live.items():
+            placed = name in self.offers and self.offers[name].registered
+            stages.append(self.capacity(name) if placed else self._unmeasured(record))
+        stages += [self.capacity(r.name) for r in self.waiting() if r.name not in live]
+        placement = plan(
+            self.model, stages, kv_tokens=self.kv_tokens, prefill_weight=self.prefill_weight
+        )
+        self.last_plan = placement
+        moved = []
+        for a in placement.chain:
+            record = self.offers.get(a.stage)
+            if record is None or (record.assigned == (a.start, a.end) and record.registered):
+                continue
+            record.assigned, record.standby, record.registered = (a.start, a.end), False, False
+            record.reason = (
+                f"re-planned: layers {a.start}:{a.end}, predicted {a.step_s * 1000:.2f} ms a step"
+            )
+            moved.append(record)
+        return moved
+
     def _fixed(self, registry: Registry) -> list[StageCapacity]:
         """Ranges that stay: live registered stages, then assigned offers still loading."""
         fixed: list[StageCapacity] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.coordinator.offers import OfferBook
-from services.coordinator.placement import GIB, ModelProfile
+from services.coordinator.placement import GIB, ModelProfile, PlacementError
 from services.coordinator.registry import Registry, RegistryError
 from shared import wire
 
@@ -152,3 +152,41 @@ def test_offers_for_another_model_or_engine_are_refused() -> None:
     other.engine_fingerprint = "other"
     with pytest.raises(RegistryError, match="LAYERBUS_"):
         b.offer(b"a", other, now=0.0)
+
+
+def placed_chain(b: OfferBook, reg: Registry, names: list[str], now: float) -> None:
+    for name in names:
+        b.offer(name.encode(), offer(name), now=now)
+    for r in b.decide(now + 5.0, reg):
+        assert r.assigned is not None
+        reg.add(r.identity, register(r.name, *r.assigned), now=now + 5.0)
+        b.registered(register(r.name, *r.assigned))
+
+
+def test_a_lost_stage_without_standby_re_plans_over_the_survivors() -> None:
+    b, reg = book(), Registry(30, FP)
+    placed_chain(b, reg, ["a", "b", "c"], now=0.0)
+    assert sorted(s.layers for s in reg.stages.values()) == [(0, 10), (10, 20), (20, 30)]
+    lost = next(n for n, s in reg.stages.items() if s.layers == (10, 20))
+    reg.mark_dead(lost)
+    moved = b.replan(reg)
+    after = {r.name: r.assigned for r in moved}
+    survivors = sorted(n for n in reg.stages if n != lost)
+    # Both survivors hold 15 layers now, so both reload; the lost stage gets nothing.
+    assert sorted(after) == survivors and sorted(after.values()) == [(0, 15), (15, 30)]
+    assert all(not r.registered and not r.standby for r in moved)
+    assert "re-planned" in moved[0].assign_message().reason
+
+
+def test_a_re_plan_keeps_pinned_ranges_and_refuses_what_cannot_fit() -> None:
+    b, reg = book(), Registry(30, FP)
+    reg.add(b"p", register("p", 0, 10, placed=False), now=0.0)
+    placed_chain(b, reg, ["a", "b"], now=0.0)
+    lost = next(n for n, s in reg.stages.items() if s.layers[1] == 30)
+    reg.mark_dead(lost)
+    [moved] = b.replan(reg)
+    assert moved.assigned == (10, 30)
+    reg.mark_dead("p")
+    b.offers[moved.name].offer.memory_bytes = int(0.5 * GIB)
+    with pytest.raises(PlacementError, match="layers"):
+        b.replan(reg)
