@@ -209,9 +209,9 @@ class OfferBook:
         """
         live = {r.name: r for r in registry.stages.values() if r.state != "dead"}
         stages: list[StageCapacity] = []
-        for name, record in live.items():
+        for name, stage in live.items():
             placed = name in self.offers and self.offers[name].registered
-            stages.append(self.capacity(name) if placed else self._unmeasured(record))
+            stages.append(self.capacity(name) if placed else self._unmeasured(stage))
         stages += [self.capacity(r.name) for r in self.waiting() if r.name not in live]
         placement = plan(
             self.model, stages, kv_tokens=self.kv_tokens, prefill_weight=self.prefill_weight
