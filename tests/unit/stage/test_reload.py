@@ -24,7 +24,8 @@ def test_exec_keeps_the_process_id_the_default_name_holds() -> None:
     code = (
         "import os, sys\n"
         "if 'LAYERBUS_STAGE_LAYERS' in os.environ:\n"
-        "    print(os.getpid(), os.environ['LAYERBUS_STAGE_LAYERS'], os.environ['LAYERBUS_STAGE_PLACED'])\n"
+        "    env = os.environ\n"
+        "    print(os.getpid(), env['LAYERBUS_STAGE_LAYERS'], env['LAYERBUS_STAGE_PLACED'])\n"
         "else:\n"
         "    print(os.getpid(), flush=True)\n"
         "    from services.stage.reload import reload_process\n"
