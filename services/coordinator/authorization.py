@@ -26,7 +26,14 @@ from shared.curve import Peer
 MAX_IDENTITIES = 65_536
 # A Generate the typed decode refused is still a Generate: only gateways may send one.
 GATEWAY_MESSAGES = (wire.Generate, RefusedGenerate, wire.Abort, wire.StatusQuery)
-STAGE_MESSAGES = (wire.Register, wire.Heartbeat, wire.Configured, wire.StepResult, wire.Leave)
+STAGE_MESSAGES = (
+    wire.Register,
+    wire.Heartbeat,
+    wire.Configured,
+    wire.StepResult,
+    wire.Leave,
+    wire.Offer,
+)
 
 
 class Unauthorized(Exception):
@@ -66,7 +73,7 @@ def role_allows(role: str, msg: object) -> bool:
 
 def stage_name_of(msg: object) -> str | None:
     """The stage name a stage message speaks for (StepResult names none)."""
-    if isinstance(msg, wire.Register | wire.Heartbeat | wire.Configured | wire.Leave):
+    if isinstance(msg, wire.Register | wire.Heartbeat | wire.Configured | wire.Leave | wire.Offer):
         return msg.name
     return None
 

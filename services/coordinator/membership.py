@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -16,6 +16,9 @@ from services.coordinator.authorization import Principal
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.security import refusal_for_peer
 from shared import wire
+
+if TYPE_CHECKING:
+    from services.coordinator.placing import Placing
 
 log = logging.getLogger("layerbus.coordinator")
 
@@ -57,6 +60,7 @@ class Membership:
         self.send = send
         self.start_engine = start_engine
         self.started = False  # whether start_engine was called
+        self.placing: Placing | None = None  # stages without --layers (placing.py)
 
     def in_chain(self, record: StageRecord) -> bool:
         """Whether the record serves in the engine's current chain."""
@@ -73,6 +77,10 @@ class Membership:
         """The engine waits for a chain: offer one built from live stages, if any."""
         survivors = [r for r in self.link.chain if r.state != "dead"]
         chain = self.registry.chain(ranges=list(self.link.kv_configs), prefer=survivors)
+        if chain is None and self.placing is not None:
+            chain = self.placing.chain_for_engine()
+        elif chain is not None and self.placing is not None:
+            self.placing.planned = None  # a standby (or a returning stage) covers it
         if chain is not None:
             self.link.offer(chain)
 
@@ -129,6 +137,8 @@ class Membership:
             # Another process under this name (a restart): the old one is gone.
             self.lost(existing, "was restarted")
             existing.state = "dead"
+        if self.placing is not None:
+            self.placing.on_register(msg)
         log.info(
             "stage %s registered: layers %d:%d at %s (pid %d)",
             record.name,

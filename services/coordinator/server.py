@@ -23,9 +23,11 @@ import zmq
 from services.coordinator import metrics, security
 from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
+from services.coordinator.kv_resplit import kv_configs_for_chain
 from services.coordinator.membership import Membership
 from services.coordinator.outbox import Outbox
 from services.coordinator.pipeline import PipelineLink
+from services.coordinator.placing import Placing, placement_book
 from services.coordinator.registry import Registry, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from services.coordinator.startup import startup_error
@@ -43,6 +45,7 @@ from shared.engine_settings import EngineSettings, config_dtype, model_num_layer
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
+from shared.vllm_bridge.kv_codec import decode_kv
 
 log = logging.getLogger("layerbus.coordinator")
 
@@ -62,6 +65,7 @@ HANDLERS: dict[type, str] = {
     wire.Heartbeat: "membership.on_heartbeat",
     wire.Configured: "membership.on_configured",
     wire.Leave: "membership.on_leave",
+    wire.Offer: "placing.on_offer",
 }
 
 
@@ -97,6 +101,13 @@ class CoordinatorServer:
         self.link = PipelineLink(self.ctx, transport)
         self.link.curve_for = self.security.client_of_stage
         self.membership = Membership(self.registry, self.link, self._send, self._start_engine)
+        self.placing = Placing(
+            placement_book(settings, engine, self.model_path, self.registry),
+            self.registry,
+            self.link,
+            self._send,
+        )
+        self.membership.placing = self.placing
         self.host: EngineHost | None = None
         self.engine_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -217,6 +228,7 @@ class CoordinatorServer:
         timeout = self.transport.heartbeat_interval_s * self.transport.heartbeat_misses
         self.membership.expire(now, timeout)
         self.membership.beat(now)
+        self.placing.tick(now, timeout)
 
     def _start_engine(self, chain: list[StageRecord]) -> None:
         """Live stages cover every layer: build the engine on its own thread (once)."""
@@ -234,6 +246,15 @@ class CoordinatorServer:
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()
+        self.placing.kv_for = self._kv_configs_for
+
+    def _kv_configs_for(self, chain: list[StageRecord]) -> dict[tuple[int, int], Any]:
+        """KV cache configs of the running engine's block count for a re-planned chain."""
+        assert self.host is not None and self.host.vllm_config is not None
+        template = next(iter(self.link.kv_configs.values()))
+        specs = [decode_kv(r.info.kv_cache_specs) for r in chain]
+        configs = kv_configs_for_chain(self.host.vllm_config, specs, template)
+        return {r.layers: c for r, c in zip(chain, configs, strict=True)}
 
     def _on_message(self, frames: list[Any]) -> None:
         identity = bytes(frames[0])

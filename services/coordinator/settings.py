@@ -42,6 +42,12 @@ class CoordinatorSettings(BaseSettings):
         description="after a chain stage dies, how long to wait for a standby or a restarted "
         "stage before the interrupted requests fail",
     )
+    placement_settle_s: float = Field(
+        3.0,
+        ge=0,
+        description="stages without --layers: plan the split once no new stage has offered "
+        "for this long",
+    )
     authorized_keys: str = Field(
         "",
         description="folder of public keys it admits: gateway*.key are gateways, stage*.key "

@@ -1,0 +1,160 @@
+"""Placement at work: answer offers, assign ranges, re-plan when a lost range has no standby.
+
+Pure logic over the offer book (offers.py), the registry and the pipeline's chain; the
+coordinator's I/O thread hands it Offer messages and calls tick() with the heartbeat.
+A re-plan happens when the engine wants a chain and the live stages hold no chain of
+the running ranges: the moved stages reload (wire.Assign), and the chain of the
+planned ranges is offered to the engine once they registered, with KV cache configs
+of the engine's block count (kv_resplit.py, through `kv_for`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.coordinator.authorization import Principal
+from services.coordinator.membership import Chain, Send
+from services.coordinator.model_profile import profile_from_folder
+from services.coordinator.offers import OfferBook, OfferRecord
+from services.coordinator.placement import PlacementError
+from services.coordinator.registry import Registry, RegistryError, StageRecord
+from services.coordinator.security import refusal_for_peer
+from services.coordinator.settings import CoordinatorSettings
+from services.stage.capacity import prefill_weight
+from shared import wire
+from shared.engine_settings import EngineSettings
+
+log = logging.getLogger("layerbus.coordinator")
+
+Range = tuple[int, int]
+# KV cache configs of the engine's block count for a chain (coordinator server: kv_resplit).
+KvFor = Callable[[list[StageRecord]], dict[Range, Any]]
+
+
+def placement_book(
+    settings: CoordinatorSettings, engine: EngineSettings, model: str, registry: Registry
+) -> OfferBook:
+    """The offer book of this coordinator's model: sizes at the engine's dtype, KV cache
+    for one sequence of max_model_len on each layer, prompts as long as outputs."""
+    return OfferBook(
+        profile_from_folder(model, engine.platform_choice().dtype),
+        registry.engine_fingerprint,
+        kv_tokens=engine.max_model_len,
+        prefill_weight=prefill_weight(1.0),
+        settle_s=settings.placement_settle_s,
+    )
+
+
+class Placing:
+    """Offers, assignments and re-plans; coordinator I/O thread."""
+
+    def __init__(self, book: OfferBook, registry: Registry, link: Chain, send: Send) -> None:
+        self.book = book
+        self.registry = registry
+        self.link = link
+        self.send = send
+        self.kv_for: KvFor | None = None  # set once the engine runs
+        self.planned: list[Range] | None = None  # ranges of a re-plan awaiting its stages
+        self.replan_started = 0.0
+        self.replan_error = ""
+        self.last_time_to_serve_s: float | None = None
+
+    # ------------------------------------------------------------ messages
+
+    def on_offer(self, identity: bytes, msg: wire.Offer, who: Principal, now: float) -> None:
+        """A stage without a range offers (or repeats) its capacity; answer at once."""
+        try:
+            record = self.book.offer(identity, msg, now)
+        except RegistryError as err:
+            log.error("refused stage offer: %s", err)
+            reason = refusal_for_peer(str(err), self.registry.engine_fingerprint)
+            self.send(identity, wire.Shutdown(reason=reason))
+            return
+        if record.assigned is not None:
+            self.send(identity, record.assign_message())
+        else:
+            self.send(identity, wire.OfferSeen(echo=msg.sent_at, why=self.book.waiting_for))
+
+    def on_register(self, msg: wire.Register) -> None:
+        """A placed stage registered its range."""
+        if msg.placed:
+            self.book.registered(msg)
+
+    # ------------------------------------------------------------ ticks
+
+    def tick(self, now: float, timeout: float) -> None:
+        """Drop silent offers; assign ranges to offers that settled."""
+        for gone in self.book.expire(now, timeout):
+            held = f" (assigned {gone.assigned[0]}:{gone.assigned[1]})" if gone.assigned else ""
+            log.warning(
+                "stage %s stopped offering before it registered%s; planning without it",
+                gone.name,
+                held,
+            )
+        for record in self.book.decide(now, self.registry):
+            self._assign(record, record.identity)
+
+    def chain_for_engine(self) -> list[StageRecord] | None:
+        """The engine wants a chain and none of the running ranges exists: re-plan.
+
+        Returns the chain of the planned ranges once all its stages registered (their KV
+        cache configs added to the pipeline), else None (still loading, or no plan).
+        """
+        if self.planned is None and not self._replan():
+            return None
+        assert self.planned is not None
+        chain = self.registry.chain(ranges=self.planned)
+        if chain is None or self.kv_for is None:
+            return None
+        self.link.kv_configs.update(self.kv_for(chain))
+        log.warning(
+            "re-planned chain ready %.1f s after the re-plan: %s",
+            time.monotonic() - self.replan_started,
+            " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain),
+        )
+        self.planned = None
+        return chain
+
+    def _replan(self) -> bool:
+        if not any(r.registered for r in self.book.offers.values()):
+            return False  # only pinned stages: wait for a standby, as before
+        try:
+            moved = self.book.replan(self.registry)
+        except PlacementError as err:
+            if str(err) != self.replan_error:
+                log.error("cannot re-plan over the live stages: %s", err)
+                self.replan_error = str(err)
+            return False
+        placement = self.book.last_plan
+        assert placement is not None
+        self.replan_error = ""
+        self.planned = [(a.start, a.end) for a in placement.chain]
+        self.replan_started = time.monotonic()
+        log.warning(
+            "no standby holds the lost layers; re-planned over the live stages: %s "
+            "(predicted %.2f ms a step); %d stage(s) reload",
+            ", ".join(f"{a.stage}[{a.start}:{a.end}]" for a in placement.chain),
+            placement.step_s * 1000,
+            len(moved),
+        )
+        for record in moved:
+            stage = self.registry.stages.get(record.name)
+            identity = stage.identity if stage is not None else record.identity
+            # It reloads: its registered range is gone, so no chain may use it.
+            self.registry.mark_dead(record.name)
+            self._assign(record, identity)
+        return True
+
+    def _assign(self, record: OfferRecord, identity: bytes) -> None:
+        assert record.assigned is not None
+        log.info(
+            "placement: %s %s layers %d:%d: %s",
+            record.name,
+            "waits as a standby for" if record.standby else "serves",
+            *record.assigned,
+            record.reason,
+        )
+        self.send(identity, record.assign_message())
