@@ -95,6 +95,7 @@ class EngineHost:
         self.coordinator_parameters = 0
         self.state = "starting"
         self.recoveries = 0
+        self.last_recovery_s = 0.0  # from the chain breaking to serving again, last time
 
     # ------------------------------------------------------------ start-up
 
@@ -214,6 +215,8 @@ class EngineHost:
                     outcome.names,
                     core.num_requests(),
                 )
+                self.last_recovery_s = time.monotonic() - self.link.broken_at
+                log.warning("serving again %.1f s after the chain broke", self.last_recovery_s)
                 self.state = "serving"
                 self._update_snapshot()
                 return
@@ -263,5 +266,6 @@ class EngineHost:
             "micro_batch_sizes": counts["micro_batch_sizes"],
             "generation": self.link.generation,
             "recoveries": self.recoveries,
+            "last_recovery_s": round(self.last_recovery_s, 3),
             "coordinator_parameters": self.coordinator_parameters,
         }

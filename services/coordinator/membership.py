@@ -91,7 +91,12 @@ class Membership:
         chain = self.registry.chain()
         if chain is None:
             if announce:
-                log.info("waiting for stages: layers %s not covered yet", self.registry.missing())
+                placing = self.placing.waiting() if self.placing is not None else ""
+                log.info(
+                    "waiting for stages: layers %s not covered yet%s",
+                    self.registry.missing(),
+                    f"; {placing}" if placing else "",
+                )
             return
         names = " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain)
         log.info("all layers covered: %s; starting the engine", names)

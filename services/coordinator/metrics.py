@@ -44,6 +44,7 @@ class PipelineView:
     recoveries: int
     stages: dict[tuple[str, str], int]
     micro_batches: int = 0  # M now (it grows while serving unless fixed)
+    last_recovery_s: float = 0.0
 
 
 class CoordinatorCollector(Collector):
@@ -88,6 +89,12 @@ class CoordinatorCollector(Collector):
             "Chain rebuilds after a stage of the chain was lost",
             value=v.recoveries,
         )
+        yield GaugeMetricFamily(
+            "layerbus_coordinator_last_recovery_seconds",
+            "From the chain breaking (a stage lost) to serving again, at the last rebuild "
+            "(a standby taking over, or a re-plan with reloads)",
+            value=v.last_recovery_s,
+        )
         stages = GaugeMetricFamily(
             "layerbus_coordinator_stages",
             "Registered stages by state and role (active = in the current chain)",
@@ -126,4 +133,5 @@ def view_of(server: Any) -> PipelineView:
         recoveries=host.recoveries if host is not None else 0,
         stages=stage_counts((r.state, id(r) in chain) for r in records),
         micro_batches=host.micro_batches if host is not None else 0,
+        last_recovery_s=host.last_recovery_s if host is not None else 0.0,
     )

@@ -63,6 +63,7 @@ class PipelineLink:
         self._next_step = 1
         self._pending: dict[int, _Pending] = {}
         self._configured: dict[str, Future[wire.Configured]] = {}
+        self.broken_at = 0.0  # when the chain last broke (monotonic)
         self.kv_configs: dict[tuple[int, int], Any] = {}
         self.kv_layout = ""
         self.failure: str | None = None  # no chain within the recovery timeout
@@ -296,6 +297,8 @@ class PipelineLink:
 
     def break_chain(self, reason: str) -> None:
         """A stage of the current chain is gone: steps in flight are lost, rebuild."""
+        if self.broken is None:
+            self.broken_at = time.monotonic()
         self.broken = reason
         self._fail_pending(ChainBroken(reason))
         with self._lock:

@@ -83,6 +83,34 @@ class Placing:
         if msg.placed:
             self.book.registered(msg)
 
+    def waiting(self) -> str:
+        """What placement waits for, for the coordinator's progress line ("" if nothing)."""
+        offers = self.book.offers.values()
+        if not offers:
+            return ""
+        waiting = [r for r in offers if r.assigned is None]
+        loading = [r for r in offers if r.assigned is not None and not r.registered]
+        parts = []
+        if loading:
+            parts.append(f"{len(loading)} placed stage(s) loading their layers")
+        if waiting:
+            parts.append(f"{len(waiting)} offer(s) waiting: {self.book.waiting_for}")
+        return "; ".join(parts)
+
+    def annotate(self, stages: list[wire.StageStatus]) -> None:
+        """Add each placed stage's capacity and the plan's predicted step time (/status)."""
+        plan = self.book.last_plan
+        predicted = {a.stage: a.step_s for a in plan.chain} if plan is not None else {}
+        for stage in stages:
+            record = self.book.offers.get(stage.name)
+            if record is None:
+                continue
+            stage.placed = True
+            stage.device = record.offer.device
+            stage.memory_gb = round(record.offer.memory_bytes / (1 << 30), 3)
+            stage.layer_decode_ms = round(record.offer.decode_s * 1000, 4)
+            stage.predicted_step_ms = round(predicted.get(stage.name, 0.0) * 1000, 3)
+
     # ------------------------------------------------------------ ticks
 
     def tick(self, now: float, timeout: float) -> None:

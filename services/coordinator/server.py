@@ -137,17 +137,20 @@ class CoordinatorServer:
     def status(self, nonce: int) -> wire.Status:
         """The Status reply to a StatusQuery (built by services/coordinator/status.py)."""
         served = Served(self.model_name, self.num_layers, self.incarnation, self.metrics_url)
-        return status_reply(
+        reply = status_reply(
             nonce,
             served,
             self.registry.stages.values(),
             self.host,
             self.link,
-            waiting=self.detail,
+            waiting=self.detail
+            + (f"; placement: {self.placing.waiting()}" if self.placing.waiting() else ""),
             dtype=self.dtype(),
             max_model_len=self.engine_settings.max_model_len,
             now=time.monotonic(),
         )
+        self.placing.annotate(reply.stages)
+        return reply
 
     def dtype(self) -> str:
         """What the engine runs; before it starts, what the settings will give."""

@@ -45,8 +45,8 @@ class CoordinatorSettings(BaseSettings):
     placement_settle_s: float = Field(
         3.0,
         ge=0,
-        description="stages without --layers: plan the split once no new stage has offered "
-        "for this long",
+        description="stages started without a layer range: plan the split once no new stage "
+        "has offered for this long",
     )
     authorized_keys: str = Field(
         "",

@@ -45,6 +45,7 @@ class StageIdentity:
     metrics_url: str
     dtype: str
     max_model_len: int
+    placed: bool = False  # the coordinator chose the range and may move it (no --layers)
 
 
 def register_message(identity: StageIdentity, worker: StageWorker) -> wire.Register:
@@ -66,6 +67,7 @@ def register_message(identity: StageIdentity, worker: StageWorker) -> wire.Regis
         metrics=identity.metrics_url,
         dtype=identity.dtype,
         max_model_len=identity.max_model_len,
+        placed=identity.placed,
     )
 
 
@@ -96,6 +98,7 @@ class ControlPlane:
         self.last_register = 0.0
         self.last_heard = time.monotonic()
         self.leaving = ""
+        self.reload_to = ""  # a placed stage moved by a re-plan: reload for this range
 
     # ------------------------------------------------------------ registration
 
@@ -152,7 +155,24 @@ class ControlPlane:
         elif isinstance(msg, wire.Shutdown):
             log.info("%s: shutdown requested: %s", self.name, msg.reason)
             return True
+        elif isinstance(msg, wire.Assign):
+            return self.reassign(msg)
         return False
+
+    def reassign(self, msg: wire.Assign) -> bool:
+        """A re-plan moves this stage: True (stop, then reload) unless --layers pins it."""
+        if not self.identity.placed:
+            log.warning("%s: ignoring a new range: --layers pins this stage", self.name)
+            return False
+        log.warning(
+            "%s: the coordinator moves this stage to layers %d:%d: %s",
+            self.name,
+            msg.layer_start,
+            msg.layer_end,
+            msg.reason,
+        )
+        self.reload_to = f"{msg.layer_start}:{msg.layer_end}"
+        return True
 
     def configure(self, msg: wire.Configure) -> None:
         """Join a chain: KV cache, live requests, keys, next hop and ring; reply Configured."""

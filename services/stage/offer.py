@@ -209,19 +209,20 @@ def place_this_stage(
 ) -> tuple[StageSettings, Offering] | None:
     """The settings of the range the coordinator gives this stage, and its beaconing offer.
 
-    A stage reloaded for a new plan (--placed, its range in --layers) repeats its
-    earlier offer while it loads; one started without --layers measures and offers
-    until assigned. None if stopped while waiting.
+    A stage reloaded for a new plan (services/stage/reload.py; its range in --layers)
+    repeats its earlier offer while it loads; one started without --layers measures
+    and offers until assigned. None if stopped while waiting.
     """
     import os
 
     import msgspec
 
+    from services.stage.reload import reloaded
     from shared.engine_settings import model_num_layers
 
     name = stage_name(stage, transport)
     saved = os.environ.get(OFFER_ENV, "")
-    if stage.placed and stage.layers and saved:
+    if reloaded() and stage.layers and saved:
         offer = msgspec.json.decode(saved, type=wire.Offer)
         offer.pid = os.getpid()
         offering = Offering(name, offer, stage, transport)
@@ -249,4 +250,4 @@ def place_this_stage(
         layers = assignment.layers
     offering.beacon()
     os.environ[OFFER_ENV] = msgspec.json.encode(offer).decode()
-    return stage.model_copy(update={"layers": layers, "name": name, "placed": True}), offering
+    return stage.model_copy(update={"layers": layers, "name": name}), offering

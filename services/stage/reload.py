@@ -13,6 +13,14 @@ import os
 import sys
 from typing import NoReturn
 
+PLACED_ENV = "LAYERBUS_STAGE_PLACED"
+
+
+def reloaded() -> bool:
+    """Whether this process is a placed stage reloaded for a new range (its --layers came
+    from the coordinator, which may move it again)."""
+    return os.environ.get(PLACED_ENV) == "1"
+
 
 def reload_command(
     layers: str, argv: list[str], env: dict[str, str]
@@ -20,7 +28,7 @@ def reload_command(
     """The argv and environment of the reloaded stage (pure)."""
     if not argv:
         raise RuntimeError("cannot reload: this process's command line is unknown")
-    return list(argv), {**env, "LAYERBUS_STAGE_LAYERS": layers, "LAYERBUS_STAGE_PLACED": "1"}
+    return list(argv), {**env, "LAYERBUS_STAGE_LAYERS": layers, PLACED_ENV: "1"}
 
 
 def reload_process(layers: str) -> NoReturn:

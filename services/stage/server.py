@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 
 import zmq
@@ -24,7 +25,9 @@ from services.stage.layers import local_partition, parse_layers
 from services.stage.links import NextHop, RingLink
 from services.stage.membership import Membership
 from services.stage.metrics import StageMetrics
+from services.stage.offer import place_this_stage
 from services.stage.output_waiter import OutputWaiter
+from services.stage.reload import reload_process, reloaded
 from services.stage.settings import StageSettings
 from services.stage.step_stats import StepStats
 from services.stage.worker import StageWorker
@@ -49,7 +52,11 @@ class StageServer:
     """One stage process: its keys, model, sockets and the loop that feeds them; main thread."""
 
     def __init__(
-        self, stage: StageSettings, engine: EngineSettings, transport: TransportSettings
+        self,
+        stage: StageSettings,
+        engine: EngineSettings,
+        transport: TransportSettings,
+        placed: bool = False,
     ) -> None:
         self.stage = stage
         self.engine = engine
@@ -121,6 +128,7 @@ class StageServer:
             ),
             dtype=config_dtype(config),
             max_model_len=config.model_config.max_model_len,
+            placed=placed,
         )
         self.control = make_socket(
             self.ctx,
@@ -215,11 +223,30 @@ class StageServer:
 
 
 def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:
-    """Entry point of `layerbus stage`."""
-    server = StageServer(stage, engine, transport)
+    """Entry point of `layerbus stage`; a placed stage moved by a re-plan reloads itself."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    offering = None
+    placed = not stage.layers or reloaded()
+    if placed:
+        given = place_this_stage(stage, engine, transport, stopping)
+        if given is None:
+            log.info("stopped before the coordinator assigned a layer range")
+            return
+        stage, offering = given
+    try:
+        server = StageServer(stage, engine, transport, placed)
+    finally:
+        if offering is not None:
+            offering.close()
     signal.signal(signal.SIGTERM, lambda *_: server.request_leave("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: server.request_leave("SIGINT"))
+    if stopping.is_set():
+        server.request_leave("stopped while loading")
     try:
         server.serve_forever()
     finally:
         server.close()
+    if server.control_plane.reload_to:
+        reload_process(server.control_plane.reload_to)

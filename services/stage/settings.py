@@ -36,11 +36,6 @@ class StageSettings(BaseSettings):
         "(default: 90% of the host's available memory on CPU, --gpu-memory-utilization "
         "of the GPU)",
     )
-    placed: bool = Field(
-        False,
-        description="set by a placed stage that reloads for a new plan (not for users): "
-        "--layers came from the coordinator, which may move it again",
-    )
     threads: int | None = Field(None, description="torch CPU threads (default: torch's)")
     kv_cache_gb: float | None = Field(
         None,

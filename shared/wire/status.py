@@ -31,6 +31,12 @@ class StageStatus(msgspec.Struct):
     metrics: str = ""  # URL Prometheus scrapes ("" = metrics off)
     dtype: str = ""
     max_model_len: int = 0
+    # Placement (stages started without --layers): what the stage offered and the plan.
+    placed: bool = False
+    device: str = ""
+    memory_gb: float = 0.0  # what it may fill with weights and KV cache
+    layer_decode_ms: float = 0.0  # one decoder layer's forward at decode size, measured
+    predicted_step_ms: float = 0.0  # the plan's step time for its range (with its link)
 
 
 class Status(msgspec.Struct):
@@ -57,6 +63,7 @@ class Status(msgspec.Struct):
     batches_in_flight: int = 0
     empty_steps: int = 0
     recoveries: int = 0
+    last_recovery_s: float = 0.0  # from the chain breaking to serving again, last time
     max_micro_batches: int = 0  # cap of the automatic raise (= micro_batches when fixed)
     round_trip_ms: float = 0.0  # smoothed send -> result time of one step
     metrics: str = ""  # the coordinator's exporter URL ("" = metrics off)

@@ -6,10 +6,11 @@ import inspect
 
 from services.coordinator.authorization import GATEWAY_MESSAGES, STAGE_MESSAGES
 from services.coordinator.membership import Membership
+from services.coordinator.placing import Placing
 from services.coordinator.server import HANDLERS, CoordinatorServer
 
 # The server's attributes a handler path may go through, and their classes.
-OWNERS: dict[str, type] = {"membership": Membership}
+OWNERS: dict[str, type] = {"membership": Membership, "placing": Placing}
 
 
 def handler_of(path: str) -> object:

@@ -89,12 +89,15 @@ def test_a_bad_value_names_the_flag_and_its_variable(ran: list[CommandSettings])
     assert "'long'" in str(refused.value)
 
 
-def test_a_missing_required_setting_names_its_variable(
+def test_a_stage_without_layers_is_left_to_placement(
     ran: list[CommandSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from services.stage.settings import StageSettings
+
     monkeypatch.delenv("LAYERBUS_STAGE_LAYERS", raising=False)
-    with pytest.raises(CliUsageError, match=r"--layers \(LAYERBUS_STAGE_LAYERS\): Field required"):
-        cli.main(["stage"])
+    cli.main(["stage", "--memory-gb", "0.5"])
+    stage = ran[-1].part(StageSettings)
+    assert (stage.layers, stage.memory_gb) == ("", 0.5)
 
 
 def test_a_bad_environment_value_names_the_variable(
@@ -133,9 +136,10 @@ def test_help_marks_boolean_flags_and_names_variables(capsys: pytest.CaptureFixt
     assert "(default: 300.0) [env: LAYERBUS_CONFIGURE_TIMEOUT_S]" in out
 
 
-def test_required_setting_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_help_says_who_sets_the_layers(capsys: pytest.CaptureFixture[str]) -> None:
     out = " ".join(help_of(["stage"], capsys).split())
-    assert "--layers str layer range START:END (END exclusive), e.g. 0:15 (required)" in out
+    assert "--layers str layer range START:END (END exclusive), e.g. 0:15" in out
+    assert "the coordinator places this stage from its measured capacity" in out
     assert "[env: LAYERBUS_STAGE_LAYERS]" in out
 
 
