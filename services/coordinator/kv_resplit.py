@@ -12,7 +12,10 @@ alignment) are copied from a config of the running chain.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from shared.vllm_bridge.kv_codec import decode_kv
 
 
 def kv_configs_for_chain(
@@ -37,3 +40,15 @@ def kv_configs_for_chain(
         made.hash_block_size = template.hash_block_size
         made.cache_hit_alignment_tokens = template.cache_hit_alignment_tokens
     return configs
+
+
+def kv_configs_for_records(
+    host: Any, running: Mapping[tuple[int, int], Any], chain: Sequence[Any]
+) -> dict[tuple[int, int], Any]:
+    """By layer range: configs for the registered stages of a re-planned chain, with the
+    block count of the running chain's configs (`running`) and the engine host's config."""
+    assert host is not None and host.vllm_config is not None, "the engine runs"
+    template = next(iter(running.values()))
+    specs = [decode_kv(r.info.kv_cache_specs) for r in chain]
+    configs = kv_configs_for_chain(host.vllm_config, specs, template)
+    return {r.layers: c for r, c in zip(chain, configs, strict=True)}

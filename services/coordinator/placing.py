@@ -97,11 +97,16 @@ class Placing:
             parts.append(f"{len(waiting)} offer(s) waiting: {self.book.waiting_for}")
         return "; ".join(parts)
 
-    def annotate(self, stages: list[wire.StageStatus]) -> None:
+    def detail(self, line: str) -> str:
+        """The coordinator's detail line with what placement waits for, if anything."""
+        waiting = self.waiting()
+        return f"{line}; placement: {waiting}" if waiting else line
+
+    def annotate(self, status: wire.Status) -> wire.Status:
         """Add each placed stage's capacity and the plan's predicted step time (/status)."""
         plan = self.book.last_plan
         predicted = {a.stage: a.step_s for a in plan.chain} if plan is not None else {}
-        for stage in stages:
+        for stage in status.stages:
             record = self.book.offers.get(stage.name)
             if record is None:
                 continue
@@ -110,6 +115,7 @@ class Placing:
             stage.memory_gb = round(record.offer.memory_bytes / (1 << 30), 3)
             stage.layer_decode_ms = round(record.offer.decode_s * 1000, 4)
             stage.predicted_step_ms = round(predicted.get(stage.name, 0.0) * 1000, 3)
+        return status
 
     # ------------------------------------------------------------ ticks
 

@@ -23,7 +23,7 @@ import zmq
 from services.coordinator import metrics, security
 from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
-from services.coordinator.kv_resplit import kv_configs_for_chain
+from services.coordinator.kv_resplit import kv_configs_for_records
 from services.coordinator.membership import Membership
 from services.coordinator.outbox import Outbox
 from services.coordinator.pipeline import PipelineLink
@@ -45,7 +45,6 @@ from shared.engine_settings import EngineSettings, config_dtype, model_num_layer
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
-from shared.vllm_bridge.kv_codec import decode_kv
 
 log = logging.getLogger("layerbus.coordinator")
 
@@ -143,14 +142,12 @@ class CoordinatorServer:
             self.registry.stages.values(),
             self.host,
             self.link,
-            waiting=self.detail
-            + (f"; placement: {self.placing.waiting()}" if self.placing.waiting() else ""),
+            waiting=self.placing.detail(self.detail),
             dtype=self.dtype(),
             max_model_len=self.engine_settings.max_model_len,
             now=time.monotonic(),
         )
-        self.placing.annotate(reply.stages)
-        return reply
+        return self.placing.annotate(reply)
 
     def dtype(self) -> str:
         """What the engine runs; before it starts, what the settings will give."""
@@ -249,15 +246,8 @@ class CoordinatorServer:
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()
-        self.placing.kv_for = self._kv_configs_for
-
-    def _kv_configs_for(self, chain: list[StageRecord]) -> dict[tuple[int, int], Any]:
-        """KV cache configs of the running engine's block count for a re-planned chain."""
-        assert self.host is not None and self.host.vllm_config is not None
-        template = next(iter(self.link.kv_configs.values()))
-        specs = [decode_kv(r.info.kv_cache_specs) for r in chain]
-        configs = kv_configs_for_chain(self.host.vllm_config, specs, template)
-        return {r.layers: c for r, c in zip(chain, configs, strict=True)}
+        host, link = self.host, self.link
+        self.placing.kv_for = lambda chain: kv_configs_for_records(host, link.kv_configs, chain)
 
     def _on_message(self, frames: list[Any]) -> None:
         identity = bytes(frames[0])
