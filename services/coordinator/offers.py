@@ -99,6 +99,7 @@ class OfferBook:
             record = OfferRecord(identity, offer, first_seen=now, last_seen=now)
             self.offers[offer.name] = record
             self.last_new = now
+            self.waiting_for = f"offers settling (planning {self.settle_s:g} s after the last)"
         record.identity, record.offer, record.last_seen = identity, offer, now
         return record
 

@@ -1,0 +1,119 @@
+"""Placement at work in the coordinator: replies to offers, assignments, re-plans (fakes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.coordinator.authorization import LOCAL
+from services.coordinator.offers import OfferBook
+from services.coordinator.placing import Placing
+from services.coordinator.registry import Registry
+from shared import wire
+from tests.unit.coordinator.test_offers import FP, MODEL, offer, register
+
+
+class FakeLink:
+    """The pipeline as placement sees it."""
+
+    def __init__(self) -> None:
+        self.chain: list[Any] = []
+        self.broken: str | None = None
+        self.generation = 0
+        self.wants_chain = False
+        self.kv_configs: dict[tuple[int, int], Any] = {}
+
+    def break_chain(self, reason: str) -> None:
+        self.broken = reason
+
+    def offer(self, chain: list[Any]) -> None:
+        self.chain = chain
+
+    def configured(self, reply: wire.Configured) -> None:
+        return None
+
+
+def setup() -> tuple[Placing, Registry, list[tuple[bytes, Any]]]:
+    registry = Registry(30, FP)
+    book = OfferBook(MODEL, FP, kv_tokens=0, prefill_weight=0.0, settle_s=1.0)
+    sent: list[tuple[bytes, Any]] = []
+    placing = Placing(book, registry, FakeLink(), lambda i, m: sent.append((i, m)))
+    return placing, registry, sent
+
+
+def test_an_offer_is_answered_at_once_and_assigned_once_settled() -> None:
+    placing, registry, sent = setup()
+    placing.on_offer(b"a#offer", offer("a"), LOCAL, now=0.0)
+    assert isinstance(sent[-1][1], wire.OfferSeen) and "settling" in placing.detail("waiting")
+    placing.tick(now=2.0, timeout=5.0)
+    identity, msg = sent[-1]
+    assert identity == b"a#offer" and isinstance(msg, wire.Assign)
+    assert (msg.layer_start, msg.layer_end, msg.standby) == (0, 30, False)
+    placing.on_offer(b"a#offer", offer("a"), LOCAL, now=2.5)  # the beacon while loading
+    assert isinstance(sent[-1][1], wire.Assign)
+    assert "loading" in placing.detail("waiting")
+
+
+def test_an_offer_for_another_model_is_refused_with_a_shutdown() -> None:
+    placing, _, sent = setup()
+    wrong = offer("a")
+    wrong.num_layers = 12
+    placing.on_offer(b"a#offer", wrong, LOCAL, now=0.0)
+    assert isinstance(sent[-1][1], wire.Shutdown) and "--model" in sent[-1][1].reason
+
+
+def test_a_lost_range_without_standby_moves_the_survivors_and_waits_for_them() -> None:
+    placing, registry, sent = setup()
+    for name in ("a", "b", "c"):
+        placing.on_offer(f"{name}#offer".encode(), offer(name), LOCAL, now=0.0)
+    placing.tick(now=2.0, timeout=5.0)
+    for identity, msg in list(sent):
+        if isinstance(msg, wire.Assign):
+            name = identity.decode().removesuffix("#offer")
+            info = register(name, msg.layer_start, msg.layer_end)
+            registry.add(name.encode(), info, now=3.0)
+            placing.on_register(info)
+    lost = next(n for n, r in registry.stages.items() if r.layers == (10, 20))
+    registry.mark_dead(lost)
+    sent.clear()
+    placing.kv_for = lambda chain: {r.layers: f"config {r.layers}" for r in chain}
+    assert placing.chain_for_engine() is None  # the survivors reload first
+    moved = {i: m for i, m in sent if isinstance(m, wire.Assign)}
+    # Sent to the stages' control sockets (they serve), not their offer sockets.
+    assert set(moved) == {n.encode() for n in registry.stages if n != lost}
+    assert all(registry.stages[i.decode()].state == "dead" for i in moved)
+    for identity, msg in moved.items():
+        info = register(identity.decode(), msg.layer_start, msg.layer_end, pid=1)
+        registry.add(identity, info, now=10.0)
+        placing.on_register(info)
+    chain = placing.chain_for_engine()
+    assert chain is not None and [r.layers for r in chain] == [(0, 15), (15, 30)]
+    assert placing.link.kv_configs == {(0, 15): "config (0, 15)", (15, 30): "config (15, 30)"}
+    assert placing.planned is None
+
+
+def test_status_shows_a_placed_stages_capacity_and_predicted_step() -> None:
+    placing, registry, sent = setup()
+    placing.on_offer(b"a#offer", offer("a"), LOCAL, now=0.0)
+    placing.tick(now=2.0, timeout=5.0)
+    status = wire.Status(
+        nonce=1,
+        ready=True,
+        model="m",
+        max_model_len=1,
+        num_layers=30,
+        stages=[
+            wire.StageStatus(
+                name="a", address="", layer_start=0, layer_end=30, state="configured",
+                last_heartbeat_age_s=0.0,
+            ),
+            wire.StageStatus(
+                name="pinned", address="", layer_start=0, layer_end=30, state="configured",
+                last_heartbeat_age_s=0.0,
+            ),
+        ],
+    )
+    placing.annotate(status)
+    a, pinned = status.stages
+    assert a.placed and a.device == "cpu" and a.memory_gb == 100.0
+    assert a.layer_decode_ms == 1.0 and a.predicted_step_ms == 30.0
+    assert not pinned.placed and pinned.predicted_step_ms == 0.0
