@@ -25,6 +25,8 @@ from services.coordinator.placement_costs import ModelProfile, StageCosts
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from shared import wire
 
+# How many heartbeat timeouts a stage loading its assigned layers may stay silent.
+LOADING_GRACE = 6
 # A pinned stage's speed is not measured; it enters the plan at the offers' median.
 UNMEASURED_S = 1e-3
 
@@ -111,9 +113,17 @@ class OfferBook:
             record.assigned = (info.layer_start, info.layer_end)
 
     def expire(self, now: float, timeout: float) -> list[OfferRecord]:
-        """Drop offers silent for longer than timeout that never registered."""
+        """Drop offers silent for longer than timeout that never registered.
+
+        A stage loading its layers gets LOADING_GRACE x timeout (at least 30 s): its offer
+        beacon is a thread beside the load, which may hold the interpreter for a while.
+        """
+        loading = max(timeout * LOADING_GRACE, 30.0)
         gone = [
-            r for r in self.offers.values() if not r.registered and now - r.last_seen > timeout
+            r
+            for r in self.offers.values()
+            if not r.registered
+            and now - r.last_seen > (loading if r.assigned is not None else timeout)
         ]
         for record in gone:
             del self.offers[record.name]

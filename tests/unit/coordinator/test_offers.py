@@ -133,13 +133,14 @@ def test_a_stage_that_dies_while_loading_is_dropped_and_the_plan_made_again() ->
     b.offer(b"a", offer("a"), now=0.0)
     b.offer(b"b", offer("b"), now=0.0)
     assert len(b.decide(5.0, reg)) == 2
-    b.offer(b"a", offer("a"), now=6.0)  # a keeps offering while it loads; b went silent
-    assert [r.name for r in b.expire(now=9.0, timeout=3.5)] == ["b"]
+    b.offer(b"a", offer("a"), now=36.0)  # a keeps offering while it loads; b went silent
+    assert b.expire(now=29.0, timeout=3.5) == [], "a loading stage gets at least 30 s"
+    assert [r.name for r in b.expire(now=39.0, timeout=3.5)] == ["b"]
     # a's range stays fixed while it loads; no offer waits, so nothing new is decided.
-    assert b.decide(10.0, reg) == []
+    assert b.decide(40.0, reg) == []
     b.forget("a")
-    b.offer(b"a", offer("a", pid=2), now=11.0)  # restarted: a fresh offer
-    assert [r.assigned for r in b.decide(14.0, reg)] == [(0, 30)]
+    b.offer(b"a", offer("a", pid=2), now=41.0)  # restarted: a fresh offer
+    assert [r.assigned for r in b.decide(44.0, reg)] == [(0, 30)]
 
 
 def test_offers_for_another_model_or_engine_are_refused() -> None:
