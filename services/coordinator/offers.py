@@ -211,7 +211,7 @@ class OfferBook:
                 given.append(record)
         return given
 
-    def replan(self, registry: Registry) -> list[OfferRecord]:
+    def replan(self, registry: Registry, now: float) -> list[OfferRecord]:
         """A new split over the live stages after a loss no standby covers.
 
         Pinned stages keep their ranges; placed stages and waiting offers are placed
@@ -234,6 +234,7 @@ class OfferBook:
             if record is None or (record.assigned == (a.start, a.end) and record.registered):
                 continue
             record.assigned, record.standby, record.registered = (a.start, a.end), False, False
+            record.last_seen = now  # reloading from now on: it gets a loading stage's grace
             record.reason = (
                 f"re-planned: layers {a.start}:{a.end}, predicted {a.step_s * 1000:.2f} ms a step"
             )

@@ -156,7 +156,7 @@ class Placing:
         if not any(r.registered for r in self.book.offers.values()):
             return False  # only pinned stages: wait for a standby, as before
         try:
-            moved = self.book.replan(self.registry)
+            moved = self.book.replan(self.registry, time.monotonic())
         except PlacementError as err:
             if str(err) != self.replan_error:
                 log.error("cannot re-plan over the live stages: %s", err)

@@ -170,12 +170,13 @@ def test_a_lost_stage_without_standby_re_plans_over_the_survivors() -> None:
     assert sorted(s.layers for s in reg.stages.values()) == [(0, 10), (10, 20), (20, 30)]
     lost = next(n for n, s in reg.stages.items() if s.layers == (10, 20))
     reg.mark_dead(lost)
-    moved = b.replan(reg)
+    moved = b.replan(reg, now=20.0)
     after = {r.name: r.assigned for r in moved}
     survivors = sorted(n for n in reg.stages if n != lost)
     # Both survivors hold 15 layers now, so both reload; the lost stage gets nothing.
     assert sorted(after) == survivors and sorted(after.values()) == [(0, 15), (15, 30)]
     assert all(not r.registered and not r.standby for r in moved)
+    assert b.expire(now=25.0, timeout=2.0) == [], "moved stages reload with a loading grace"
     assert "re-planned" in moved[0].assign_message().reason
 
 
@@ -185,9 +186,9 @@ def test_a_re_plan_keeps_pinned_ranges_and_refuses_what_cannot_fit() -> None:
     placed_chain(b, reg, ["a", "b"], now=0.0)
     lost = next(n for n, s in reg.stages.items() if s.layers[1] == 30)
     reg.mark_dead(lost)
-    [moved] = b.replan(reg)
+    [moved] = b.replan(reg, now=20.0)
     assert moved.assigned == (10, 30)
     reg.mark_dead("p")
     b.offers[moved.name].offer.memory_bytes = int(0.5 * GIB)
     with pytest.raises(PlacementError, match="layers"):
-        b.replan(reg)
+        b.replan(reg, now=20.0)
