@@ -26,12 +26,23 @@ def stage_verdict(status: wire.Status, stage: str) -> str | None:
     return f"the coordinator does not list {stage} (it lists: {names})"
 
 
-def own_stage_name(env: Mapping[str, str]) -> str:
-    """The name this container's stage registers under (as services/stage/server.py names it)."""
+def own_stage_name(env: Mapping[str, str], pid: int = 0, hostname: str = "") -> str:
+    """The name this container's stage registers under (as services/stage names it).
+
+    --name; else stage-START-END with --layers; else, placed by the coordinator,
+    HOST-PID of the stage process (services/stage/naming.py).
+    """
     name = env.get("LAYERBUS_STAGE_NAME", "")
     if name:
         return name
-    start, _, end = env.get("LAYERBUS_STAGE_LAYERS", "").partition(":")
+    layers = env.get("LAYERBUS_STAGE_LAYERS", "").strip()
+    if not layers:
+        import socket
+
+        from services.stage.naming import unique_stage_name
+
+        return unique_stage_name(hostname or socket.gethostname(), pid or os.getpid())
+    start, _, end = layers.partition(":")
     return f"stage-{start.strip()}-{end.strip()}"
 
 
@@ -53,8 +64,9 @@ def _local(address: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def infer_target(cmdline: list[str], env: Mapping[str, str]) -> tuple[str, str]:
-    """(target, stage) for a `layerbus COMMAND ...` process line; ("", "") if not one."""
+def infer_target(cmdline: list[str], env: Mapping[str, str], pid: int = 0) -> tuple[str, str]:
+    """(target, stage) for a `layerbus COMMAND ...` process line (process `pid`); ("", "")
+    if not one."""
     for i, arg in enumerate(cmdline):
         if arg not in ("coordinator", "stage", "gateway"):
             continue
@@ -78,7 +90,7 @@ def infer_target(cmdline: list[str], env: Mapping[str, str]) -> tuple[str, str]:
             value = _flag(args, name)
             if value is not None:
                 stage_env[f"LAYERBUS_STAGE_{name.upper()}"] = value
-        return coordinator, own_stage_name(stage_env)
+        return coordinator, own_stage_name(stage_env, pid)
     return "", ""
 
 
@@ -93,7 +105,8 @@ def running_service(env: Mapping[str, str]) -> tuple[str, str]:
             raw = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        found = infer_target([a.decode(errors="replace") for a in raw.split(b"\0") if a], env)
+        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        found = infer_target(argv, env, int(entry.name))
         if found[0]:
             return found
     return "", ""

@@ -117,3 +117,14 @@ def test_infer_target_from_the_service_command_line() -> None:
     env = {"LAYERBUS_STAGE_COORDINATOR": "tcp://c:2", "LAYERBUS_STAGE_NAME": "s0"}
     assert infer_target(["layerbus", "stage"], env) == ("tcp://c:2", "s0")
     assert infer_target(["python", "-m", "pytest", "stage"], {}) == ("", "")
+
+
+def test_a_placed_stage_is_named_by_host_and_pid() -> None:
+    from services.ops.health_probe import infer_target, own_stage_name
+
+    assert own_stage_name({}, pid=42, hostname="Box.example") == "box-42"
+    assert own_stage_name({"LAYERBUS_STAGE_LAYERS": "0:15"}, pid=42) == "stage-0-15"
+    assert own_stage_name({"LAYERBUS_STAGE_NAME": "mine"}, pid=42) == "mine"
+    line = ["python", "-m", "services.ops.cli", "stage", "--coordinator", "tcp://h:1"]
+    target, stage = infer_target(line, {}, pid=7)
+    assert target == "tcp://h:1" and stage.endswith("-7")
