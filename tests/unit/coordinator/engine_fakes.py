@@ -113,6 +113,7 @@ class FakeLink:
         self.chain = chain
         self.kv_configs = {r.layers: object() for r in chain}
         self.broken: str | None = None
+        self.broken_at = 0.0
         self.failure: str | None = None
         self.generation = 1
         self.offers: list[list[FakeStage]] = []

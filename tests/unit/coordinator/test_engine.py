@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -88,11 +89,13 @@ def test_a_broken_chain_is_rebuilt_and_requests_resume() -> None:
     host.publisher.adopt("a", GW1, 3)
     core.scheduler.requests["a"] = SimpleNamespace(request_id="a")
     link.broken = "s1 stopped responding"
+    link.broken_at = time.monotonic() - 5.0  # the loss was noticed 5 s ago
     link.offers.append([FakeStage("s0", (0, 2)), FakeStage("s1b", (2, 4))])
     host._recover()
     assert host.state == "serving" and host.recoveries == 1
     assert core.scheduler.restarts == 1 and link.broken is None
     assert host.snapshot["recoveries"] == 1 and host.snapshot["generation"] == link.generation
+    assert host.last_recovery_s >= 5.0 and host.snapshot["last_recovery_s"] >= 5.0
     assert host.publisher.running() == ["a"] and sent.messages == []
 
 
