@@ -218,20 +218,42 @@ class OfferBook:
         afresh. Returns the stages whose range changes (each must reload: it gets
         wire.Assign); PlacementError when the live stages cannot hold the model.
         """
+        return self.commit(self.plan_live(registry), now)
+
+    def plan_live(self, registry: Registry) -> Placement:
+        """The best split over the live stages and waiting offers (nothing assigned)."""
         live = {r.name: r for r in registry.stages.values() if r.state != "dead"}
         stages: list[StageCapacity] = []
         for name, stage in live.items():
             placed = name in self.offers and self.offers[name].registered
             stages.append(self.capacity(name) if placed else self._unmeasured(stage))
         stages += [self.capacity(r.name) for r in self.waiting() if r.name not in live]
-        placement = plan(
+        return plan(
             self.model, stages, kv_tokens=self.kv_tokens, prefill_weight=self.prefill_weight
         )
+
+    def predicted_step_s(self, chain: list[StageRecord]) -> float:
+        """The slowest predicted step of a running chain, from the stages' capacities."""
+        costs = StageCosts(self.model, self.kv_tokens, self.prefill_weight)
+        last = self.model.num_layers
+        times = []
+        for record in chain:
+            placed = record.name in self.offers and self.offers[record.name].registered
+            stage = self.capacity(record.name) if placed else self._unmeasured(record)
+            a, b = record.layers
+            times.append(costs.time(stage, b - a, b == last))
+        return max(times)
+
+    def commit(self, placement: Placement, now: float) -> list[OfferRecord]:
+        """Adopt a split: the placed stages whose range changes (each must reload)."""
         self.last_plan = placement
         moved = []
         for a in placement.chain:
             record = self.offers.get(a.stage)
-            if record is None or (record.assigned == (a.start, a.end) and record.registered):
+            if record is None:
+                continue
+            if record.assigned == (a.start, a.end) and record.registered:
+                record.standby = False  # a standby of this range serves it now
                 continue
             record.assigned, record.standby, record.registered = (a.start, a.end), False, False
             record.last_seen = now  # reloading from now on: it gets a loading stage's grace

@@ -19,7 +19,8 @@ from services.coordinator.authorization import Principal
 from services.coordinator.membership import Chain, Send
 from services.coordinator.model_profile import profile_from_folder
 from services.coordinator.offers import OfferBook, OfferRecord
-from services.coordinator.placement import PlacementError
+from services.coordinator.placement import Placement, PlacementError
+from services.coordinator.rebalance import RebalancePolicy
 from services.coordinator.registry import Registry, RegistryError, StageRecord
 from services.coordinator.security import refusal_for_peer
 from services.coordinator.settings import CoordinatorSettings
@@ -48,11 +49,40 @@ def placement_book(
     )
 
 
+def placing_for(
+    settings: CoordinatorSettings,
+    engine: EngineSettings,
+    model: str,
+    registry: Registry,
+    link: Chain,
+    send: Send,
+) -> Placing:
+    """The coordinator's placement, from its settings."""
+    return Placing(
+        placement_book(settings, engine, model, registry),
+        registry,
+        link,
+        send,
+        RebalancePolicy(settings.rebalance_min_gain, settings.rebalance_interval_s),
+    )
+
+
 class Placing:
     """Offers, assignments and re-plans; coordinator I/O thread."""
 
-    def __init__(self, book: OfferBook, registry: Registry, link: Chain, send: Send) -> None:
+    def __init__(
+        self,
+        book: OfferBook,
+        registry: Registry,
+        link: Chain,
+        send: Send,
+        policy: RebalancePolicy | None = None,
+    ) -> None:
         self.book = book
+        self.policy = policy or RebalancePolicy(min_gain=0.2, interval_s=600.0)
+        self.generation = -1  # the chain generation last seen (its change restarts the wait)
+        self.changed_at = time.monotonic()
+        self.rebalance_note = ""
         self.registry = registry
         self.link = link
         self.send = send
@@ -130,6 +160,40 @@ class Placing:
             )
         for record in self.book.decide(now, self.registry):
             self._assign(record, record.identity)
+        if self.link.generation != self.generation:
+            self.generation, self.changed_at = self.link.generation, now
+        self._maybe_rebalance(now)
+
+    def _maybe_rebalance(self, now: float) -> None:
+        """Move stages onto a better split when a standby makes it worth a reload."""
+        chain = list(self.link.chain)
+        if not chain or self.planned is not None or self.link.broken is not None:
+            return
+        in_chain = {id(r) for r in chain}
+        standbys = [
+            r
+            for r in self.registry.stages.values()
+            if r.state != "dead" and id(r) not in in_chain
+            and r.name in self.book.offers and self.book.offers[r.name].registered
+        ]
+        if not standbys:
+            return
+        try:
+            better = self.book.plan_live(self.registry)
+        except PlacementError:
+            return
+        current_s = self.book.predicted_step_s(chain)
+        why_not = self.policy.verdict(now, self.changed_at, current_s, better.step_s)
+        if why_not:
+            if why_not.split(";")[0] != self.rebalance_note.split(";")[0]:
+                log.info("not rebalancing: %s", why_not)
+            self.rebalance_note = why_not
+            return
+        reason = self.policy.reason(current_s, better.step_s)
+        log.warning("%s", reason)
+        self.rebalance_note = ""
+        self._move(self.book.commit(better, now), better)
+        self.link.break_chain(reason)
 
     def chain_for_engine(self) -> list[StageRecord] | None:
         """The engine wants a chain and none of the running ranges exists: re-plan.
@@ -165,11 +229,16 @@ class Placing:
         placement = self.book.last_plan
         assert placement is not None
         self.replan_error = ""
+        log.warning("no standby holds the lost layers; re-planned over the live stages")
+        self._move(moved, placement)
+        return True
+
+    def _move(self, moved: list[OfferRecord], placement: Placement) -> None:
+        """Send each moved stage its new range; the chain waits for the planned ranges."""
         self.planned = [(a.start, a.end) for a in placement.chain]
         self.replan_started = time.monotonic()
         log.warning(
-            "no standby holds the lost layers; re-planned over the live stages: %s "
-            "(predicted %.2f ms a step); %d stage(s) reload",
+            "new split: %s (predicted %.2f ms a step); %d stage(s) reload",
             ", ".join(f"{a.stage}[{a.start}:{a.end}]" for a in placement.chain),
             placement.step_s * 1000,
             len(moved),
@@ -180,7 +249,6 @@ class Placing:
             # It reloads: its registered range is gone, so no chain may use it.
             self.registry.mark_dead(record.name)
             self._assign(record, identity)
-        return True
 
     def _assign(self, record: OfferRecord, identity: bytes) -> None:
         assert record.assigned is not None

@@ -27,7 +27,7 @@ from services.coordinator.kv_resplit import kv_configs_for_records
 from services.coordinator.membership import Membership
 from services.coordinator.outbox import Outbox
 from services.coordinator.pipeline import PipelineLink
-from services.coordinator.placing import Placing, placement_book
+from services.coordinator.placing import placing_for
 from services.coordinator.registry import Registry, StageRecord
 from services.coordinator.settings import CoordinatorSettings
 from services.coordinator.startup import startup_error
@@ -100,11 +100,8 @@ class CoordinatorServer:
         self.link = PipelineLink(self.ctx, transport)
         self.link.curve_for = self.security.client_of_stage
         self.membership = Membership(self.registry, self.link, self._send, self._start_engine)
-        self.placing = Placing(
-            placement_book(settings, engine, self.model_path, self.registry),
-            self.registry,
-            self.link,
-            self._send,
+        self.placing = placing_for(
+            settings, engine, self.model_path, self.registry, self.link, self._send
         )
         self.membership.placing = self.placing
         self.host: EngineHost | None = None

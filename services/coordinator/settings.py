@@ -48,6 +48,18 @@ class CoordinatorSettings(BaseSettings):
         description="stages started without a layer range: plan the split once no new stage "
         "has offered for this long",
     )
+    rebalance_min_gain: float = Field(
+        0.2,
+        ge=0,
+        description="placed stages: move them onto a better split (a standby joining) only "
+        "when the predicted step time drops by at least this share",
+    )
+    rebalance_interval_s: float = Field(
+        600.0,
+        ge=0,
+        description="placed stages: no rebalance sooner than this after the chain last "
+        "changed (start, rebuild or rebalance)",
+    )
     authorized_keys: str = Field(
         "",
         description="folder of public keys it admits: gateway*.key are gateways, stage*.key "
