@@ -116,3 +116,17 @@ def test_step_overhead_smoke(tmp_path: Path) -> None:
     for phase in ("decode", "ring_wait", "forward", "forward_send", "hop"):
         assert ("stage", phase) in seen, phase
     assert "| coordinator | schedule |" in (out / "step_overhead.md").read_text()
+
+
+def test_placement_bench_smoke(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmark.placement_bench", "--smoke", "--output-dir"]
+    proc = subprocess.run([*cmd, str(tmp_path)], cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()[-3000:]
+    report = json.loads((tmp_path / "placement.json").read_text())
+    split = report["placed"]["split"]
+    assert [a for _, a, _ in split][0] == 0 and split[-1][2] == 30
+    assert all(prev[2] == nxt[1] for prev, nxt in zip(split, split[1:], strict=False))
+    assert sorted(label for label, _, _ in split) == ["a", "b", "capped"]
+    [hand] = report["hand_made"]
+    assert hand["split"] == "11:8:11" and hand["output_throughput"] > 0
+    assert report["placed_vs_best_hand_made"] > 0
