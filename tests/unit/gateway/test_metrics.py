@@ -29,12 +29,19 @@ def test_metrics_count_requests_tokens_errors_and_ttft(
     http.post("/v1/completions", json={"prompt": "x", "stream": True})
 
     p = "layerbus_gateway"
-    # A stream's bookkeeping finishes just after its last byte; wait (bounded) for it.
-    for _ in range(200):
+    # A stream's bookkeeping finishes just after its last byte; wait (bounded) for it. On a
+    # busy machine that can take a while: up to 2000 polls.
+    for _ in range(2000):
         r = http.get("/metrics")
         text = r.text
         settled = sample(text, f"{p}_requests_running") == 0
-        if settled and sample(text, f"{p}_errors_total", 'status="503"') == 1:
+        completions = sample(text, f"{p}_requests_total", 'route="/v1/completions",status="200"')
+        if (
+            settled
+            and completions == 2
+            and sample(text, f"{p}_errors_total", 'status="503"') == 1
+            and sample(text, f"{p}_time_to_first_token_seconds_count") == 2
+        ):
             break
         time.sleep(0.025)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
