@@ -5,7 +5,9 @@ coordinator's I/O thread hands it Offer messages and calls tick() with the heart
 A re-plan happens when the engine wants a chain and the live stages hold no chain of
 the running ranges: the moved stages reload (wire.Assign), and the chain of the
 planned ranges is offered to the engine once they registered, with KV cache configs
-of the engine's block count (kv_resplit.py, through `kv_for`).
+of the engine's block count (kv_resplit.py, through `kv_for`). A rebalance takes the
+same path on purpose when a placed standby makes a better split worth a reload
+(rebalance.py decides): the moved stages reload and the chain is broken with the reason.
 """
 
 from __future__ import annotations
@@ -90,7 +92,6 @@ class Placing:
         self.planned: list[Range] | None = None  # ranges of a re-plan awaiting its stages
         self.replan_started = 0.0
         self.replan_error = ""
-        self.last_time_to_serve_s: float | None = None
 
     # ------------------------------------------------------------ messages
 
