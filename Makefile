@@ -56,14 +56,16 @@ prometheus:
 	  fi; }
 
 # The benchmark scripts' smoke runs (tests/benchmark) start whole stacks several times
-# over; `make test-bench` runs them (CI runs it after `make test`).
+# over, and the API fuzzing (marked `long`) takes minutes: `make test-bench` runs them
+# (CI runs it after `make test`).
 test: install lint prometheus
 	$(BIN)/layerbus prepare-model
-	$(BIN)/python -m pytest -q -rs tests --ignore=tests/benchmark
+	$(BIN)/python -m pytest -q -rs tests --ignore=tests/benchmark -m "not long"
 
 test-bench: install
 	$(BIN)/layerbus prepare-model
 	$(BIN)/python -m pytest -q -rs tests/benchmark
+	$(BIN)/python -m pytest -q -rs tests -m long --ignore=tests/benchmark
 
 bench: install
 	$(BIN)/layerbus prepare-model

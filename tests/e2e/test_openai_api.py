@@ -267,6 +267,7 @@ def test_overload_answers_or_refuses_and_memory_stays_flat(
 # ---------------------------------------------------------------- 6. fuzzing
 
 
+@pytest.mark.long
 def test_schemathesis_finds_no_server_error(
     model_path: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
