@@ -147,6 +147,16 @@ class OfferBook:
             head_s=o.head_s,
         )
 
+    def _registered(
+        self, record: StageRecord, pinned: tuple[int, int] | None
+    ) -> StageCapacity:
+        """A registered stage: its measured offer if placed (free unless `pinned`), else a
+        pinned stage's unmeasured view."""
+        offer = self.offers.get(record.name)
+        if offer is not None and offer.registered:
+            return self.capacity(record.name, pinned=pinned)
+        return self._unmeasured(record)
+
     def _unmeasured(self, record: StageRecord) -> StageCapacity:
         """A pinned stage (--layers): its range as given, its speed the offers' median."""
         speeds = [r.offer for r in self.offers.values()]
@@ -223,10 +233,7 @@ class OfferBook:
     def plan_live(self, registry: Registry) -> Placement:
         """The best split over the live stages and waiting offers (nothing assigned)."""
         live = {r.name: r for r in registry.stages.values() if r.state != "dead"}
-        stages: list[StageCapacity] = []
-        for name, stage in live.items():
-            placed = name in self.offers and self.offers[name].registered
-            stages.append(self.capacity(name) if placed else self._unmeasured(stage))
+        stages = [self._registered(stage, pinned=None) for stage in live.values()]
         stages += [self.capacity(r.name) for r in self.waiting() if r.name not in live]
         return plan(
             self.model, stages, kv_tokens=self.kv_tokens, prefill_weight=self.prefill_weight
@@ -238,8 +245,7 @@ class OfferBook:
         last = self.model.num_layers
         times = []
         for record in chain:
-            placed = record.name in self.offers and self.offers[record.name].registered
-            stage = self.capacity(record.name) if placed else self._unmeasured(record)
+            stage = self._registered(record, pinned=None)
             a, b = record.layers
             times.append(costs.time(stage, b - a, b == last))
         return max(times)
@@ -271,10 +277,7 @@ class OfferBook:
             if record.state == "dead":
                 continue
             seen.add(record.name)
-            if record.name in self.offers and self.offers[record.name].registered:
-                fixed.append(self.capacity(record.name, pinned=record.layers))
-            else:
-                fixed.append(self._unmeasured(record))
+            fixed.append(self._registered(record, pinned=record.layers))
         for offer in self.offers.values():
             if offer.assigned is not None and offer.name not in seen and not offer.standby:
                 fixed.append(self.capacity(offer.name, pinned=offer.assigned))
