@@ -26,11 +26,11 @@ import sys
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmark import gpu_report
+from benchmark.gpu_summary import Deadline, Summary
 from benchmark.gpu_systems import (
     BenchEngine,
     LayerbusSystem,
@@ -41,6 +41,7 @@ from benchmark.gpu_systems import (
 )
 from benchmark.load import Load, run_load
 from benchmark.processes import child_env
+from benchmark.step_overhead import PhaseProbe
 
 PROMPTS = [
     "The capital of France is",
@@ -52,59 +53,6 @@ PROMPTS = [
     "The three laws of thermodynamics are",
     "Translate to German: good morning, my friend.",
 ]
-
-
-class Deadline:
-    """Seconds left of one phase's budget; used by the bench's main thread."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.end = clock() + seconds
-
-    def left(self, at_most: float | None = None) -> float:
-        """Seconds left (never below 1, so a subprocess timeout stays valid), capped."""
-        left = max(1.0, self.end - self.clock())
-        return left if at_most is None else min(left, at_most)
-
-    def expired(self) -> bool:
-        return self.clock() >= self.end
-
-
-class Summary:
-    """summary.json and summary.md, rewritten after every step; main thread only."""
-
-    def __init__(self, out: Path, settings: dict[str, Any]) -> None:
-        self.out = out
-        self.data: dict[str, Any] = {
-            "settings": settings,
-            "labels": {},
-            "loads": {},
-            "ready_s": {},
-            "greedy": {},
-            "greedy_diff": {},
-            "errors": {},
-            "phase_s": {},
-        }
-
-    def save(self) -> None:
-        self.data["ratios"] = gpu_report.ratios(self.data)
-        (self.out / "summary.json").write_text(json.dumps(self.data, indent=1))
-        (self.out / "summary.md").write_text(gpu_report.markdown(self.data))
-
-    def phase(self, name: str, seconds: float, fn: Callable[[Deadline], None]) -> None:
-        """Run one phase under its deadline; record its error and duration, never raise."""
-        started = time.monotonic()
-        try:
-            fn(Deadline(seconds))
-        except Exception:
-            self.error(name, traceback.format_exc())
-        self.data["phase_s"][name] = round(time.monotonic() - started, 1)
-        self.save()
-
-    def error(self, name: str, text: str) -> None:
-        self.data["errors"][name] = text[-3000:]
-        print(f"{name} FAILED\n{text[-3000:]}", flush=True)
-        self.save()
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> Any:
@@ -165,6 +113,17 @@ def device_name(platform: Platform) -> str:
     )
     names = [n.strip() for n in proc.stdout.splitlines() if n.strip()]
     return f"{len(names)} × {names[0]}" if names else "CUDA"
+
+
+def phase_probe(url: str, system: System, summary: Summary) -> PhaseProbe | None:
+    """Step phases of a layerbus system's services (none for vLLM; an error is recorded)."""
+    if not isinstance(system, LayerbusSystem):
+        return None
+    try:
+        return PhaseProbe(url)
+    except Exception:
+        summary.error(f"{system.name}-phases", traceback.format_exc())
+        return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -309,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                     summary.data["greedy_diff"][system.name] = diff
                     print(f"{system.name} greedy equal {equal}", flush=True)
                     summary.save()
+                probe = phase_probe(url, system, summary)
                 for load in loads:
                     if deadline.expired():
                         raise TimeoutError(
@@ -316,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     name = f"{system.name}-c{load.concurrency}"
                     try:
+                        before = probe.read() if probe else {}
                         figures = run_load(
                             load,
                             url,
@@ -325,12 +286,16 @@ def main(argv: list[str] | None = None) -> int:
                             name,
                             timeout=deadline.left(),
                         )
+                        steps = probe.since(before) if probe else None
                     except Exception:
                         summary.error(name, traceback.format_exc())
                         continue
                     summary.data["loads"].setdefault(system.name, {})[str(load.concurrency)] = (
                         figures
                     )
+                    if steps is not None:
+                        phased = summary.data.setdefault("phases", {}).setdefault(system.name, {})
+                        phased[str(load.concurrency)] = steps
                     print(name, figures, flush=True)
                     summary.save()
             finally:

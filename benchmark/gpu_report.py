@@ -99,7 +99,32 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{s['greedy_tokens']} tokens per prompt: "
             + ", ".join(f"{labels.get(k, k)} {v}" for k, v in greedy.items()),
         ]
+    lines += phase_lines(summary)
     errors = summary.get("errors", {})
     if errors:
         lines += ["", "Errors (details in summary.json): " + ", ".join(sorted(errors))]
     return "\n".join(lines) + "\n"
+
+
+def phase_lines(summary: dict[str, Any]) -> list[str]:
+    """Per layerbus system: each service's step phases, mean ms per step at each concurrency."""
+    labels: dict[str, str] = summary.get("labels", {})
+    lines: list[str] = []
+    for system, loads in summary.get("phases", {}).items():
+        levels = list(loads)
+        means: dict[tuple[str, str], dict[str, float]] = {}
+        for c, rows in loads.items():
+            for row in rows:
+                means.setdefault((row["who"], row["phase"]), {})[c] = float(row["mean_ms"])
+        lines += [
+            "",
+            f"Step phases of {labels.get(system, system)}, mean ms per step "
+            "(shared/step_phases.py; a stage's hop is per activation message):",
+            "",
+            "| service | phase | " + " | ".join(f"c={c}" for c in levels) + " |",
+            "|---|---|" + "---|" * len(levels),
+        ]
+        for (who, phase), by_c in means.items():
+            cells = " | ".join(_fmt(by_c.get(c), 3) for c in levels)
+            lines.append(f"| {who} | {phase} | {cells} |")
+    return lines

@@ -8,6 +8,7 @@ seed); vLLM's own flags are otherwise left at their defaults.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,14 @@ from benchmark.processes import Children, child_env, free_port
 
 Platform = Literal["cuda", "cpu"]
 GIB = 1 << 30
+Env = tuple[tuple[str, str], ...]
+# What a stage runs on CUDA (shared/platform_defaults.py), as `vllm serve` flags: vLLM's V1
+# model runner, no torch.compile, full CUDA graphs for decode batches; async scheduling on.
+STAGE_RUNNER_ARGS = (
+    "--compilation-config",
+    json.dumps({"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}),
+)
+STAGE_RUNNER_ENV: Env = (("VLLM_USE_V2_MODEL_RUNNER", "0"),)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class VllmSystem:
     label: str
     pipeline_parallel: int = 1
     tensor_parallel: int = 1
+    args: tuple[str, ...] = ()  # flags beyond the shared engine flags
+    env: Env = ()
 
     @property
     def gpus(self) -> int:
@@ -73,6 +84,7 @@ class LayerbusSystem:
     label: str
     devices: tuple[str, ...]  # per stage: "cuda:N", or "" on a CPU host
     gpu_memory_utilization: float | None = None  # per stage; None = the stage's default
+    env: Env = ()  # LAYERBUS_* settings beyond the shared engine flags
 
     @property
     def stages(self) -> int:
@@ -84,11 +96,31 @@ System = VllmSystem | LayerbusSystem
 
 def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[System]:
     """(a) vllm serve defaults, (b) layerbus 1 stage, (c) 2 stages sharing one device;
-    with gpus > 1 also (d) one stage per GPU, vLLM pipeline and tensor parallel over them."""
+    on CUDA also `vllm serve` with a stage's runner settings and one stage with
+    --torch-compile (where the gap to vLLM's defaults comes from); with gpus > 1 also
+    (d) one stage per GPU, vLLM pipeline and tensor parallel over them."""
     device = "cuda:0" if platform == "cuda" else ""
-    out: list[System] = [
-        VllmSystem("vllm-default", "`vllm serve` defaults"),
-        LayerbusSystem("layerbus-1", "layerbus, 1 stage", (device,)),
+    out: list[System] = [VllmSystem("vllm-default", "`vllm serve` defaults")]
+    if platform == "cuda":
+        out.append(
+            VllmSystem(
+                "vllm-stage-runner",
+                "`vllm serve`, a stage's runner (V1, no compile, decode graphs)",
+                args=STAGE_RUNNER_ARGS,
+                env=STAGE_RUNNER_ENV,
+            )
+        )
+    out.append(LayerbusSystem("layerbus-1", "layerbus, 1 stage", (device,)))
+    if platform == "cuda":
+        out.append(
+            LayerbusSystem(
+                "layerbus-1-compiled",
+                "layerbus, 1 stage, --torch-compile",
+                (device,),
+                env=(("LAYERBUS_TORCH_COMPILE", "1"),),
+            )
+        )
+    out += [
         LayerbusSystem(
             "layerbus-2-shared",
             f"layerbus, 2 stages on one {'GPU' if platform == 'cuda' else 'CPU'}",
@@ -119,6 +151,7 @@ def vllm_command(engine: BenchEngine, system: VllmSystem, port: int) -> list[str
         cmd += ["--pipeline-parallel-size", str(system.pipeline_parallel)]
     if system.tensor_parallel > 1:
         cmd += ["--tensor-parallel-size", str(system.tensor_parallel)]
+    cmd += system.args
     if engine.platform == "cpu":
         # The CPU worker would reserve 0.92 of the host's memory by default and refuse.
         cmd += ["--kv-cache-memory-bytes", str(int(engine.cpu_kv_cache_gb * GIB))]
@@ -148,18 +181,27 @@ def layerbus_plan(
     system: LayerbusSystem,
     num_layers: int,
     ports: list[int],
+    metrics_ports: list[int] | None = None,
 ) -> LayerbusPlan:
     """Coordinator, stages (even layer split, one per device entry) and a gateway.
 
-    ports: coordinator, gateway, then one per stage.
+    ports: coordinator, gateway, then one per stage. metrics_ports: the coordinator's,
+    then one per stage (their step-phase histograms); None: metrics off.
     """
+    metrics = [str(p) for p in metrics_ports] if metrics_ports else []
     from services.stage.layers import even_split
 
     coordinator = f"tcp://127.0.0.1:{ports[0]}"
     children = [ChildPlan("coordinator", ["coordinator", "--bind", coordinator])]
+    if metrics:
+        children[0].args.extend(["--metrics-port", metrics[0]])
     ranges = even_split(num_layers, system.stages)
-    for (start, end), device, port in zip(ranges, system.devices, ports[2:], strict=True):
+    for index, ((start, end), device, port) in enumerate(
+        zip(ranges, system.devices, ports[2:], strict=True)
+    ):
         args = ["stage", "--layers", f"{start}:{end}", "--coordinator", coordinator]
+        if metrics:
+            args += ["--metrics-port", metrics[1 + index]]
         args += ["--bind", f"tcp://127.0.0.1:{port}"]
         if device:
             args += ["--device", device]
@@ -172,8 +214,8 @@ def layerbus_plan(
     gateway += ["--model", engine.model, "--served-model-name", engine.served_name]
     gateway += ["--max-running-requests", "512"]
     children.append(ChildPlan("gateway", gateway))
-    # Metrics off: nothing scrapes them here, and each would take a port.
-    env = engine.layerbus_env() | {"LAYERBUS_METRICS_PORT": "0"}
+    # Metrics off unless ports are named (each would take a port).
+    env = engine.layerbus_env() | {"LAYERBUS_METRICS_PORT": "0"} | dict(system.env)
     return LayerbusPlan(children, ports[1], env)
 
 
@@ -187,12 +229,14 @@ def start(
         if isinstance(system, VllmSystem):
             port = free_port()
             env = child_env(engine.layerbus_env() if engine.platform == "cpu" else {})
+            env.update(system.env)
             children.spawn(system.name, vllm_command(engine, system, port), env)
             url = f"http://127.0.0.1:{port}"
             children.wait_http(url + "/v1/models", timeout, system.name)
             return url, children
         ports = [free_port() for _ in range(2 + system.stages)]
-        plan = layerbus_plan(engine, system, num_layers, ports)
+        metrics = [free_port() for _ in range(1 + system.stages)]
+        plan = layerbus_plan(engine, system, num_layers, ports, metrics)
         env = child_env(plan.env)
         for child in plan.children:
             children.spawn(child.name, [sys.executable, "-m", "services.ops.cli", *child.args], env)

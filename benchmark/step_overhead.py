@@ -97,6 +97,20 @@ def read_all(urls: dict[str, str]) -> dict[Key, tuple[float, float]]:
     return out
 
 
+class PhaseProbe:
+    """Reads every service's step phases before and after a load (the caller's thread)."""
+
+    def __init__(self, gateway: str) -> None:
+        self.urls = metrics_urls(gateway)
+
+    def read(self) -> dict[Key, tuple[float, float]]:
+        return read_all(self.urls)
+
+    def since(self, before: dict[Key, tuple[float, float]]) -> list[dict[str, Any]]:
+        """Each phase's steps and mean ms since `before`, as JSON-ready rows."""
+        return [r.__dict__ for r in phases(before, self.read())]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmark.step_overhead", description=__doc__)
     p.add_argument("--model", default="", help="HF model folder (default: the bundled one)")
@@ -149,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             (out / "step_overhead.json").write_text(json.dumps(results, indent=1))
     finally:
         started.children.stop()
-    md = [f"# Step overhead ({'sync' if args.sync else 'async'} scheduling, "
-          f"{args.delay_ms:g} ms links, layers {args.layers})"]
+    md = [
+        f"# Step overhead ({'sync' if args.sync else 'async'} scheduling, "
+        f"{args.delay_ms:g} ms links, layers {args.layers})"
+    ]
     for c in levels:
         rows = [Phase(**r) for r in results.get(f"c{c}", {}).get("phases", [])]
         md += ["", f"## concurrency {c}", "", table(rows)]

@@ -27,6 +27,12 @@ class EngineSettings(BaseSettings):
     enforce_eager: bool | None = Field(
         None, description="no CUDA graphs (default: graphs on CUDA, eager on CPU)"
     )
+    torch_compile: bool = Field(
+        False,
+        description="CUDA: run the layers through torch.compile with piecewise and full CUDA "
+        "graphs, vLLM's own default (a minute or more of start-up, cached for restarts); "
+        "default: full CUDA graphs for decode batches only, no compile. Ignored on CPU",
+    )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")
     max_num_batched_tokens: int = Field(
@@ -93,6 +99,7 @@ class EngineSettings(BaseSettings):
             enforce_eager=self.enforce_eager,
             kv_cache_gb=kv_cache_gb,
             gpu_memory_utilization=gpu_memory_utilization,
+            torch_compile=self.torch_compile,
         )
 
     def resolved_model(self) -> str:

@@ -45,6 +45,7 @@ def choose(
     enforce_eager: bool | None = None,
     kv_cache_gb: float | None = None,
     gpu_memory_utilization: float | None = None,
+    torch_compile: bool = False,
 ) -> PlatformChoice:
     """Fill unset choices with the platform's defaults.
 
@@ -52,19 +53,26 @@ def choose(
     FlashAttention), CUDA graphs for full decode batches without torch.compile
     (no Inductor/compiler at start-up; stages run the model from their own step
     loop), KV cache sized by vLLM from the free GPU memory under
-    gpu_memory_utilization. CPU: float32, eager (vLLM's CPU backend has no
-    graphs), a fixed KV cache of kv_cache_gb (see stage_kv_cache_gb).
+    gpu_memory_utilization. torch_compile (CUDA): vLLM's own default compilation
+    instead (torch.compile, piecewise + full CUDA graphs), as `vllm serve` runs.
+    CPU: float32, eager (vLLM's CPU backend has no graphs), a fixed KV cache of
+    kv_cache_gb (see stage_kv_cache_gb); torch_compile is ignored there.
     """
     util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     if not 0 < util <= 1:
         raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {util}")
     if platform == "cuda":
         eager = bool(enforce_eager)
+        if eager and torch_compile:
+            raise ValueError(
+                "--torch-compile runs CUDA graphs: drop --enforce-eager, or drop --torch-compile"
+            )
+        graphs_only = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
         return PlatformChoice(
             platform=platform,
             dtype=dtype or "bfloat16",
             enforce_eager=eager,
-            compilation=None if eager else {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"},
+            compilation=None if eager or torch_compile else graphs_only,
             kv_cache_bytes=int(kv_cache_gb * (1 << 30)) if kv_cache_gb else None,
             gpu_memory_utilization=util,
         )

@@ -84,7 +84,10 @@ class StageServer:
         choice = engine.platform_choice(
             stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
         )
-        log.info("%s: %s, dtype %s", self.name, platform, choice.dtype)
+        graphs = "eager" if choice.enforce_eager else (
+            "torch.compile" if choice.compilation is None else "decode CUDA graphs"
+        )
+        log.info("%s: %s, dtype %s, %s", self.name, platform, choice.dtype, graphs)
         # A stage holding the whole model on a GPU runs vLLM's async model runner, as
         # `vllm serve` does; in a chain the runners stay synchronous and the token ring
         # feeds the first stage (vLLM's CPU platform turns async scheduling off itself).

@@ -100,6 +100,12 @@ def test_gpu_bench_smoke(tmp_path: Path) -> None:
     for system in ("layerbus-1", "layerbus-2-shared"):
         assert isinstance(summary["ratios"][system]["2"]["throughput"], float)
     assert "| layerbus, 1 stage | 2 |" in (out / "summary.md").read_text()
+    # The step phases of every layerbus service, read from their /metrics around the load.
+    for system in ("layerbus-1", "layerbus-2-shared"):
+        rows = summary["phases"][system]["2"]
+        phases = {(r["who"], r["phase"]) for r in rows if r["count"] > 0}
+        assert ("coordinator", "schedule") in phases, rows
+        assert any(who.startswith("stage") and p == "forward" for who, p in phases), rows
 
 
 @pytest.mark.e2e

@@ -63,3 +63,21 @@ def test_another_reference_such_as_vllm_pipeline_parallel() -> None:
     data["labels"]["layerbus-1"] = "vLLM PP=2"
     assert ratios(data)["vllm-default"]["1"] == {"throughput": 200 / 150, "tpot": 5 / 6}
     assert "Ratios: against vLLM PP=2" in markdown(data)
+
+
+def test_step_phases_get_a_table_per_layerbus_system() -> None:
+    data = summary()
+    data["phases"] = {
+        "layerbus-1": {
+            "1": [{"who": "coordinator", "phase": "schedule", "count": 10.0, "mean_ms": 0.25}],
+            "32": [
+                {"who": "coordinator", "phase": "schedule", "count": 9.0, "mean_ms": 0.5},
+                {"who": "stage-0-32", "phase": "forward", "count": 9.0, "mean_ms": 7.125},
+            ],
+        }
+    }
+    text = markdown(data)
+    assert "Step phases of layerbus, 1 stage" in text
+    assert "| service | phase | c=1 | c=32 |" in text
+    assert "| coordinator | schedule | 0.250 | 0.500 |" in text
+    assert "| stage-0-32 | forward | – | 7.125 |" in text

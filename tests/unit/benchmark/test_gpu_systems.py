@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from benchmark.gpu_systems import (
     BenchEngine,
     LayerbusSystem,
@@ -22,8 +24,14 @@ def flag(cmd: list[str], name: str) -> str | None:
 
 def test_one_gpu_compares_vllm_defaults_one_stage_and_two_sharing_it() -> None:
     systems = systems_for("cuda", 1, 0.4)
-    assert [s.name for s in systems] == ["vllm-default", "layerbus-1", "layerbus-2-shared"]
-    one, shared = systems[1], systems[2]
+    assert [s.name for s in systems] == [
+        "vllm-default",
+        "vllm-stage-runner",
+        "layerbus-1",
+        "layerbus-1-compiled",
+        "layerbus-2-shared",
+    ]
+    one, shared = systems[2], systems[4]
     assert isinstance(one, LayerbusSystem) and isinstance(shared, LayerbusSystem)
     assert one.devices == ("cuda:0",) and one.gpu_memory_utilization is None
     assert shared.devices == ("cuda:0", "cuda:0") and shared.gpu_memory_utilization == 0.4
@@ -82,3 +90,35 @@ def test_cpu_stages_get_no_device_and_a_fixed_kv_cache() -> None:
     stage = plan.children[1].args
     assert "--device" not in stage and flag(stage, "--kv-cache-gb") == "0.25"
     assert plan.env["LAYERBUS_STAGE_THREADS"] == "1"
+
+
+def test_the_gap_is_split_by_vllm_with_a_stages_runner_and_a_compiled_stage() -> None:
+    systems = {s.name: s for s in systems_for("cuda", 1, 0.4)}
+    runner = systems["vllm-stage-runner"]
+    assert isinstance(runner, VllmSystem)
+    cmd = vllm_command(engine(), runner, 1)
+    assert json.loads(flag(cmd, "--compilation-config") or "") == {
+        "mode": 0,
+        "cudagraph_mode": "FULL_DECODE_ONLY",
+    }
+    assert dict(runner.env) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    compiled = systems["layerbus-1-compiled"]
+    assert isinstance(compiled, LayerbusSystem)
+    plan = layerbus_plan(engine(), compiled, 32, [5000, 8000, 6000])
+    assert plan.env["LAYERBUS_TORCH_COMPILE"] == "1"
+    # CPU hosts (the smoke run) keep the three systems.
+    assert [s.name for s in systems_for("cpu", 1, 0.4)] == [
+        "vllm-default",
+        "layerbus-1",
+        "layerbus-2-shared",
+    ]
+
+
+def test_metrics_ports_go_to_the_coordinator_and_each_stage() -> None:
+    system = LayerbusSystem("layerbus-2-shared", "x", ("cuda:0", "cuda:0"), 0.4)
+    plan = layerbus_plan(engine(), system, 32, [5000, 8000, 6000, 6001], [9000, 9001, 9002])
+    ports = [flag(c.args, "--metrics-port") for c in plan.children]
+    assert ports == ["9000", "9001", "9002", None]
+    off = layerbus_plan(engine(), system, 32, [5000, 8000, 6000, 6001])
+    assert all("--metrics-port" not in c.args for c in off.children)
+    assert off.env["LAYERBUS_METRICS_PORT"] == "0"

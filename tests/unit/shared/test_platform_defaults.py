@@ -47,3 +47,15 @@ def test_select_device_sets_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     with pytest.raises(ValueError, match="--device"):
         select_device("gpu1")
+
+
+def test_torch_compile_leaves_cuda_compilation_to_vllm() -> None:
+    c = choose("cuda", torch_compile=True)
+    # None: vLLM's own default (torch.compile, piecewise + full CUDA graphs).
+    assert (c.enforce_eager, c.compilation) == (False, None)
+    assert choose("cuda").compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    with pytest.raises(ValueError, match="--enforce-eager"):
+        choose("cuda", enforce_eager=True, torch_compile=True)
+    # The CPU backend stays eager whatever the setting (a shared environment may carry it).
+    assert choose("cpu", torch_compile=True).compilation is None
+    assert choose("cpu", torch_compile=True).enforce_eager is True
