@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from services.coordinator.engine_core import PipelineEngineCore, pipeline_vllm_config
+from services.coordinator.kv_resplit import ChainKv
 from services.coordinator.micro_batch_control import (
     RAISE_WINDOW_S,
     Measure,
@@ -27,7 +28,7 @@ from services.coordinator.micro_batch_control import (
     wanted_micro_batches,
 )
 from services.coordinator.output_publisher import OutputPublisher, Send
-from services.coordinator.pipeline import PipelineLink
+from services.coordinator.pipeline import PipelineFailed, PipelineLink
 from services.coordinator.recovery import ChainRebuild, Rebuilt, Unavailable
 from shared import wire
 from shared.engine_settings import EngineSettings
@@ -87,11 +88,15 @@ class EngineHost:
         self.publisher = OutputPublisher(send)
         self.ready = threading.Event()
         self.error: str | None = None
+        # The engine did not start because a stage of its chain died or refused its
+        # Configure (the I/O thread drops that stage and starts again without it).
+        self.stage_failed = False
         self.stopping = threading.Event()
         self.snapshot: dict[str, Any] = {}
         self.max_model_len = engine.max_model_len
         self.vllm_config: Any = None  # set by start_engine
         self.core: PipelineEngineCore | None = None
+        self.chain_kv: ChainKv | None = None  # sizes each rebuilt chain's KV cache
         self.coordinator_parameters = 0
         self.state = "starting"
         self.recoveries = 0
@@ -119,6 +124,7 @@ class EngineHost:
             self.micro_batches,
             self.max_micro_batches,
         )
+        self.chain_kv = ChainKv(config, self.core.core.scheduler, self.link.kv_configs)
         log.info(
             "engine ready: %d stages, %d KV blocks, %d micro-batches (up to %d)",
             len(self.link.chain),
@@ -131,6 +137,12 @@ class EngineHost:
         """Thread body: start EngineCore, then loop; an unexpected error is never silent."""
         try:
             self.start_engine()
+        except PipelineFailed as err:  # a stage died or refused: said, not a traceback
+            log.error("the engine could not start on this chain: %s", err)
+            self.error = f"{type(err).__name__}: {err}"
+            self.stage_failed = True
+            self.ready.set()
+            return
         except Exception as err:
             log.exception("engine start-up failed")
             self.error = f"{type(err).__name__}: {err}"
@@ -204,7 +216,10 @@ class EngineHost:
         log.warning("pipeline broken (%s); rebuilding the chain", reason)
         core.restart_all()
         self._update_snapshot()
-        rebuild = ChainRebuild(self.link, self.configure_timeout_s, self.recovery_timeout_s)
+        prepare = self.chain_kv.prepare if self.chain_kv is not None else None
+        rebuild = ChainRebuild(
+            self.link, self.configure_timeout_s, self.recovery_timeout_s, prepare=prepare
+        )
         while not self.stopping.is_set():
             self._drain_commands(block=True)
             outcome = rebuild.poll()

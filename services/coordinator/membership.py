@@ -42,6 +42,17 @@ class Chain(Protocol):
     def configured(self, reply: wire.Configured) -> None: ...
 
 
+def same_stage(record: StageRecord, msg: wire.Register) -> bool:
+    """Whether a Register repeats a live stage's: the same process serving the same layers
+    at the same address (a stage reloaded for a new range keeps its pid, not its range)."""
+    return (
+        record.state != "dead"
+        and record.info.pid == msg.pid
+        and record.layers == (msg.layer_start, msg.layer_end)
+        and record.info.data_address == msg.data_address
+    )
+
+
 class Membership:
     """The stages the coordinator knows and the engine's chain of them; coordinator I/O thread.
 
@@ -89,6 +100,8 @@ class Membership:
         if self.started:
             return
         chain = self.registry.chain()
+        if chain is None and self.placing is not None:
+            self.placing.replan_to_start()  # after a stage was lost at the first configure
         if chain is None:
             if announce:
                 placing = self.placing.waiting() if self.placing is not None else ""
@@ -100,8 +113,29 @@ class Membership:
             return
         names = " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain)
         log.info("all layers covered: %s; starting the engine", names)
+        if self.placing is not None:
+            self.placing.engine_starts()
         self.start_engine(chain)
         self.started = True
+
+    def start_failed(self, chain: list[StageRecord], refused: str | None, why: str) -> None:
+        """The engine did not start on `chain`: a stage of it died, or `refused` refused its
+        Configure. Drop those stages (a refusing one until it restarts) and start again with
+        the others: placed stages are re-planned, pinned ones wait for a replacement."""
+        if refused is not None:
+            self.registry.refuse(refused)
+        dropped = [r for r in chain if r.state == "dead"]
+        for record in dropped:
+            if self.placing is not None:
+                self.placing.stage_lost_before_start(record.name)
+        names = ", ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in dropped)
+        log.warning(
+            "the engine did not start (%s); %s, starting again with the others",
+            why,
+            f"dropping {names}" if names else "no stage to drop",
+        )
+        self.started = False
+        self.maybe_start(announce=True)
 
     def expire(self, now: float, timeout: float) -> None:
         """Stages silent for longer than timeout are dead; a chain stage among them is lost."""
@@ -122,15 +156,15 @@ class Membership:
     def on_register(self, identity: bytes, msg: wire.Register, who: Principal, now: float) -> None:
         """A stage offers its layers: a new stage, a repeat, or a restart under its name."""
         existing = self.registry.stages.get(msg.name)
-        if (
-            existing is not None
-            and existing.info.pid == msg.pid
-            and existing.info == msg
-            and existing.state != "dead"
-        ):
+        if self.registry.refused.get(msg.name) == msg.pid:
+            return  # it refused its KV cache: left out until it restarts
+        if existing is not None and same_stage(existing, msg):
+            # The same process repeats its registration (until configured, or when this
+            # coordinator was silent); a configured stage now offers the KV cache it holds.
             existing.last_seen = now
             existing.identity = identity
-            return  # the same process repeats its registration until configured
+            existing.info = msg
+            return
         try:
             record = self.registry.add(identity, msg, now)
         except RegistryError as err:

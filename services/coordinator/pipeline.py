@@ -67,6 +67,8 @@ class PipelineLink:
         self.kv_configs: dict[tuple[int, int], Any] = {}
         self.kv_layout = ""
         self.failure: str | None = None  # no chain within the recovery timeout
+        # The stage that refused (or never answered) its Configure, for the caller to drop.
+        self.refused: str | None = None
         self.broken: str | None = None  # a chain stage died: rebuild and resume
         self.wants_chain = False
         self._offer: list[Any] | None = None
@@ -118,7 +120,10 @@ class PipelineLink:
         self.kv_layout = layout
         deadline = time.monotonic() + timeout
         stages = list(enumerate(zip(self.chain, configs, strict=True)))
+        self.refused = None
         for index, (record, config) in reversed(stages):
+            if self.broken is not None:  # a stage died meanwhile: no chain to configure
+                raise PipelineFailed(self.broken)
             self.kv_configs[record.layers] = config
             future: Future[wire.Configured] = Future()
             with self._lock:
@@ -142,11 +147,14 @@ class PipelineLink:
             try:
                 reply = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
+                self.refused = record.name
                 raise PipelineFailed(
                     f"{record.name} did not allocate its KV cache within {timeout:.0f} s; "
                     "check its log, or raise LAYERBUS_CONFIGURE_TIMEOUT_S"
                 ) from None
             if reply.error:
+                if reply.name:  # the stage's own answer; a break answers for a dead one
+                    self.refused = record.name
                 raise PipelineFailed(f"{record.name} could not configure: {reply.error}")
             record.state = "configured"
             record.num_blocks = reply.num_blocks
@@ -237,6 +245,18 @@ class PipelineLink:
         with self._lock:
             self._offer = None
             self.wants_chain = True
+
+    def forget_chain(self) -> None:
+        """The engine did not start on this chain: back to no chain, for the next start."""
+        self.break_chain("the engine did not start on this chain")
+        with self._lock:
+            self.chain = []
+            self._offer = None
+            self.wants_chain = False
+        self.kv_configs.clear()
+        self.broken = None
+        self.failure = None
+        self.refused = None
 
     def close(self) -> None:
         if self.first is not None:

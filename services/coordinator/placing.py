@@ -4,18 +4,19 @@ Pure logic over the offer book (offers.py), the registry and the pipeline's chai
 coordinator's I/O thread hands it Offer messages and calls tick() with the heartbeat.
 A re-plan happens when the engine wants a chain and the live stages hold no chain of
 the running ranges: the moved stages reload (wire.Assign), and the chain of the
-planned ranges is offered to the engine once they registered, with KV cache configs
-of the engine's block count (kv_resplit.py, through `kv_for`). A rebalance takes the
-same path on purpose when a placed standby makes a better split worth a reload
-(rebalance.py decides): the moved stages reload and the chain is broken with the reason.
+planned ranges is offered to the engine once they registered; the engine sizes its KV
+cache configs (kv_resplit.py: the engine's block count, fewer when a moved stage's
+memory holds fewer for its new range). A rebalance takes the same path on purpose
+when a placed standby makes a better split worth a reload (rebalance.py decides): the
+moved stages reload and the chain is broken with the reason. Before the engine runs, a
+stage lost during the first configure leaves a gap: the plan is made again over the
+live stages (replan_to_start), and the engine starts once the planned ranges registered.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 from services.coordinator.authorization import Principal
 from services.coordinator.membership import Chain, Send
@@ -33,8 +34,6 @@ from shared.engine_settings import EngineSettings
 log = logging.getLogger("layerbus.coordinator")
 
 Range = tuple[int, int]
-# KV cache configs of the engine's block count for a chain (coordinator server: kv_resplit).
-KvFor = Callable[[list[StageRecord]], dict[Range, Any]]
 
 
 def placement_book(
@@ -88,7 +87,7 @@ class Placing:
         self.registry = registry
         self.link = link
         self.send = send
-        self.kv_for: KvFor | None = None  # set once the engine runs
+        self.start_replan = False  # a stage was lost before the engine started
         self.planned: list[Range] | None = None  # ranges of a re-plan awaiting its stages
         self.replan_started = 0.0
         self.replan_error = ""
@@ -199,16 +198,15 @@ class Placing:
     def chain_for_engine(self) -> list[StageRecord] | None:
         """The engine wants a chain and none of the running ranges exists: re-plan.
 
-        Returns the chain of the planned ranges once all its stages registered (their KV
-        cache configs added to the pipeline), else None (still loading, or no plan).
+        Returns the chain of the planned ranges once all its stages registered (the engine
+        sizes their KV cache), else None (still loading, or no plan).
         """
         if self.planned is None and not self._replan():
             return None
         assert self.planned is not None
         chain = self.registry.chain(ranges=self.planned)
-        if chain is None or self.kv_for is None:
+        if chain is None:
             return None
-        self.link.kv_configs.update(self.kv_for(chain))
         log.warning(
             "re-planned chain ready %.1f s after the re-plan: %s",
             time.monotonic() - self.replan_started,
@@ -216,6 +214,26 @@ class Placing:
         )
         self.planned = None
         return chain
+
+    def stage_lost_before_start(self, name: str) -> None:
+        """A stage died or refused during the first configure: plan again without it."""
+        self.book.forget(name)
+        self.start_replan = True
+
+    def replan_to_start(self) -> None:
+        """No chain to start the engine on after a stage was lost: re-plan over the live
+        stages (placed ones move and reload) unless planned stages are still loading; the
+        engine starts once live stages cover every layer."""
+        if not self.start_replan:
+            return
+        if any(r.assigned is not None and not r.registered for r in self.book.offers.values()):
+            return  # the stages of the last plan are loading their ranges
+        self._replan()
+
+    def engine_starts(self) -> None:
+        """The engine starts on a chain: a start re-plan, if any, is done."""
+        self.start_replan = False
+        self.planned = None
 
     def _replan(self) -> bool:
         if not any(r.registered for r in self.book.offers.values()):

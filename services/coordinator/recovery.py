@@ -4,9 +4,11 @@ After a chain stage dies the engine thread drops its steps in flight
 (PipelineEngineCore.restart_all) and asks the I/O thread for a chain of live
 stages. Each offered chain is configured afresh: every stage drops every
 request, since a stage may hold tokens of steps whose results were lost (the
-token ring), so resumed requests are taken up from the coordinator's state. A
-chain that fails to configure, or loses a stage while configuring, is dropped
-and the next one asked for. When no chain is rebuilt within the recovery
+token ring), so resumed requests are taken up from the coordinator's state.
+Before that, `prepare` sizes the chain's KV cache (kv_resplit.ChainKv: the engine
+shrinks when a stage of it holds fewer blocks). A chain that cannot be sized,
+fails to configure, or loses a stage while configuring, is dropped and the next
+one asked for (a refused one again after RETRY_S). When no chain is rebuilt within the recovery
 timeout the pipeline is unavailable: running requests fail, new ones are
 refused, and the rebuild goes on waiting for the missing layers.
 """
@@ -21,6 +23,10 @@ from typing import Any, NamedTuple
 from services.coordinator.pipeline import PipelineFailed, PipelineLink
 
 log = logging.getLogger("layerbus.coordinator")
+
+# Seconds before a chain that could not be adopted is asked for again (the same live
+# stages usually offer the same chain).
+RETRY_S = 2.0
 
 
 class Rebuilt(NamedTuple):
@@ -56,8 +62,12 @@ class ChainRebuild:
         configure_timeout_s: float,
         recovery_timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.link = link
+        self.prepare = prepare  # sizes a chain's KV cache before it is configured
+        self.retry_at: float | None = None
+        self.last_error = ""
         self.configure_timeout_s = configure_timeout_s
         self.recovery_timeout_s = recovery_timeout_s
         self.clock = clock
@@ -68,6 +78,9 @@ class ChainRebuild:
 
     def poll(self) -> Rebuilt | Unavailable | None:
         """Adopt the chain on offer, if any; Unavailable once, when the timeout passes."""
+        if self.retry_at is not None and self.clock() >= self.retry_at:
+            self.retry_at = None
+            self.link.request_chain()
         chain = self.link.take_offer()
         if chain is not None:
             return self._adopt(chain)
@@ -85,11 +98,16 @@ class ChainRebuild:
         names = " -> ".join(r.name for r in chain)
         try:
             self.link.broken = None
+            if self.prepare is not None:
+                self.prepare(chain)
             self.link.reconfigure(chain, self.configure_timeout_s, [])
         except PipelineFailed as err:
-            log.error("could not rebuild the chain %s: %s", names, err)
+            message = f"could not rebuild the chain {names}: {err}"
+            if message != self.last_error:
+                log.error("%s", message)
+            self.last_error = message
             self.link.broken = str(err)
-            self.link.request_chain()
+            self.retry_at = self.clock() + RETRY_S
             return None
         if self.link.broken is not None:
             return None  # a stage of the new chain died while configuring

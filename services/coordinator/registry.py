@@ -41,6 +41,8 @@ class Registry:
         self.num_layers = num_layers
         self.engine_fingerprint = engine_fingerprint
         self.stages: dict[str, StageRecord] = {}
+        # Stages that refused their Configure (name -> pid): dead until they restart.
+        self.refused: dict[str, int] = {}
 
     def add(self, identity: bytes, info: wire.Register, now: float) -> StageRecord:
         """Accept (or refresh) a registration; RegistryError says what to fix."""
@@ -59,6 +61,7 @@ class Registry:
             raise RegistryError(f"{info.name}: layer range {info.layer_start}:{info.layer_end}")
         record = StageRecord(identity=identity, info=info, last_seen=now)
         self.stages[info.name] = record
+        self.refused.pop(info.name, None)
         return record
 
     def seen(self, name: str, now: float, pid: int = 0) -> StageRecord | None:
@@ -70,6 +73,8 @@ class Registry:
         record = self.stages.get(name)
         if record is None or (pid and record.info.pid != pid):
             return None
+        if self.refused.get(name) == record.info.pid:
+            return None  # alive, but it refused its KV cache: it stays out
         record.last_seen = now
         if record.state == "dead":
             record.state = record.state_before_death
@@ -82,6 +87,13 @@ class Registry:
             record.state_before_death = record.state
             record.state = "dead"
         return record
+
+    def refuse(self, name: str) -> None:
+        """A stage refused its Configure: dead, and not revived by its heartbeats or repeated
+        registrations, until another process registers under its name."""
+        record = self.mark_dead(name) or self.stages.get(name)
+        if record is not None:
+            self.refused[name] = record.info.pid
 
     def expire(self, now: float, timeout: float) -> list[StageRecord]:
         """Mark stages silent for longer than timeout as dead; return the newly dead."""

@@ -23,7 +23,6 @@ import zmq
 from services.coordinator import metrics, security
 from services.coordinator.authorization import Principal, Unauthorized, step_result_refusal
 from services.coordinator.engine import EngineHost
-from services.coordinator.kv_resplit import kv_configs_for_records
 from services.coordinator.membership import Membership
 from services.coordinator.outbox import Outbox
 from services.coordinator.pipeline import PipelineLink
@@ -182,9 +181,11 @@ class CoordinatorServer:
                 self._heartbeat(now)
             host = self.host
             if host is not None and host.error is not None and host.state == "starting":
-                log.error("stopping: the engine could not start: %s", host.error)
-                self.exit_code = 1
-                return
+                if not host.stage_failed:
+                    log.error("stopping: the engine could not start: %s", host.error)
+                    self.exit_code = 1
+                    return
+                self._start_again(host)
             if self.link.wants_chain:
                 self.membership.offer_chain()
             if not self.membership.started and now - last_progress >= 5:
@@ -243,8 +244,16 @@ class CoordinatorServer:
         )
         self.engine_thread = threading.Thread(target=self.host.run, name="engine", daemon=True)
         self.engine_thread.start()
-        host, link = self.host, self.link
-        self.placing.kv_for = lambda chain: kv_configs_for_records(host, link.kv_configs, chain)
+
+    def _start_again(self, host: EngineHost) -> None:
+        """A stage died or refused during the first configure: drop it, start without it."""
+        if self.engine_thread is not None:
+            self.engine_thread.join(timeout=5)
+        chain, refused = list(self.link.chain), self.link.refused
+        self.link.forget_chain()
+        self.host, self.engine_thread = None, None
+        self.detail = f"waiting for stages (the engine did not start: {host.error})"
+        self.membership.start_failed(chain, refused, str(host.error))
 
     def _on_message(self, frames: list[Any]) -> None:
         identity = bytes(frames[0])

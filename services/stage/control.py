@@ -4,7 +4,8 @@ All on the control DEALER to the coordinator, from the stage's main thread.
 The stage registers until it is configured, and again whenever the
 coordinator has been silent for `LAYERBUS_HEARTBEAT_MISSES` intervals (a
 restarted coordinator learns of it). Configure allocates the KV cache once
-(later chains must offer the same size), drops requests the new chain does
+(later chains, and later coordinators, may use fewer of its blocks; it offers no more
+than it holds from then on), drops requests the new chain does
 not hold, admits the upstream keys and points the activation hop at its next
 hop and ring; Reset makes the stage a standby. On SIGTERM/SIGINT it sends
 Leave and the process exits; the coordinator hands its work over.
@@ -19,10 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import zmq
 
 from services.stage.hop import ActivationHop
-from services.stage.membership import Membership, announce_due
+from services.stage.membership import Membership, announce_due, offered_kv_bytes
 from services.stage.plan_validation import plan_limits
 from services.stage.worker import StageWorker
 from shared import codec, curve, wire
@@ -184,6 +186,7 @@ class ControlPlane:
             if self.chain.blocks_to_allocate(num_blocks):
                 self.worker.configure(config, msg.kv_cache_layout)
                 self.chain.num_blocks = num_blocks
+                self._offer_held(config)
             dropped = self.worker.drop_requests(keep=set(msg.live_request_ids))
             if dropped:
                 log.info("%s: dropped %d requests of an earlier chain", self.name, dropped)
@@ -201,11 +204,14 @@ class ControlPlane:
             )
             self.chain.configured = True
             log.info(
-                "%s: stage %d of %d, %d KV blocks, next hop %s",
+                "%s: stage %d of %d, %d KV blocks%s, next hop %s",
                 self.name,
                 msg.stage_index + 1,
                 msg.num_stages,
                 num_blocks,
+                f" (the first of the {self.chain.num_blocks} it holds)"
+                if num_blocks < self.chain.num_blocks
+                else "",
                 msg.next_address or "coordinator",
             )
         except Exception as err:  # reported to the coordinator, which stops start-up
@@ -213,6 +219,14 @@ class ControlPlane:
             error = f"{type(err).__name__}: {err}"
         reply = wire.Configured(name=self.name, num_blocks=num_blocks, error=error)
         self.control.send_multipart(codec.encode(reply))
+
+    def _offer_held(self, config: Any) -> None:
+        """From now on register with no more KV memory than the cache just allocated."""
+        register = self.register or self.begin()
+        # vLLM's tensors of one config alias a single allocation of `size` bytes.
+        held = max((int(t.size) for t in config.kv_cache_tensors), default=0)
+        offered = offered_kv_bytes(register.available_kv_bytes, held)
+        self.register = msgspec.structs.replace(register, available_kv_bytes=offered)
 
     def reset(self, msg: wire.Reset) -> None:
         """Leave the chain: forget every request and the next hop, wait as a standby."""

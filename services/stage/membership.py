@@ -37,6 +37,12 @@ def announce_due(
     return (not configured or silent) and now - last_register > REGISTER_RETRY_S
 
 
+def offered_kv_bytes(available: int, held: int) -> int:
+    """The KV memory a stage offers once its cache is allocated (`held` bytes): no more
+    than that, so a restarted coordinator never asks it for more blocks than it holds."""
+    return min(available, held) if held > 0 else available
+
+
 class Membership:
     """The stage's chain state (KV cache held, generation, upstream keys); main thread.
 
@@ -56,13 +62,17 @@ class Membership:
         self.ring_upstream = ""
 
     def blocks_to_allocate(self, offered: int) -> bool:
-        """True when the KV cache is still to be allocated; a different size is refused."""
+        """True when the KV cache is still to be allocated. A stage that holds one keeps it
+        across chains and coordinators: it takes any count up to what it holds and uses
+        the first blocks (the coordinator's block ids stay below the count it sent: vLLM's
+        BlockPool hands out ids 0..count-1, and the stage's runner indexes its own, larger
+        tensors by id). More than it holds is refused; it offers no more (offered_kv_bytes)."""
         if not self.configured:
             return True
-        if offered != self.num_blocks:
+        if offered > self.num_blocks:
             raise ValueError(
-                f"this stage already holds a KV cache of {self.num_blocks} blocks and "
-                f"cannot take {offered}; restart it"
+                f"this stage holds a KV cache of {self.num_blocks} blocks and cannot take "
+                f"{offered} without allocating it again; restart it"
             )
         return False
 

@@ -13,6 +13,7 @@ from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from services.coordinator.engine import EngineHost
 from services.coordinator.engine_core import PipelineEngineCore
 from services.coordinator.micro_batch_control import RAISE_WINDOW_S
+from services.coordinator.pipeline import PipelineFailed
 from shared import wire
 from shared.engine_settings import EngineSettings
 from tests.unit.coordinator.engine_fakes import FakeLink, FakeStage, FakeVllmCore, Sent, generate
@@ -156,4 +157,18 @@ def test_an_engine_that_cannot_start_says_why_and_is_ready_to_be_read(
     monkeypatch.setattr(host, "start_engine", start_engine)
     host.run()
     assert host.ready.is_set() and host.error == "ValueError: KV cache too small"
-    assert host.state == "starting"
+    assert host.state == "starting" and not host.stage_failed  # the coordinator stops
+
+
+def test_a_stage_failing_the_first_configure_is_a_stage_failure_not_a_fatal_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host, _, _, _ = host_with()
+
+    def start_engine() -> None:
+        raise PipelineFailed("s1 could not configure: stage s1 stopped responding")
+
+    monkeypatch.setattr(host, "start_engine", start_engine)
+    host.run()
+    assert host.ready.is_set() and host.stage_failed and host.state == "starting"
+    assert host.error == "PipelineFailed: s1 could not configure: stage s1 stopped responding"

@@ -236,3 +236,50 @@ def test_leave_from_another_process_is_ignored() -> None:
     cluster = serving(("a", 0, 30))
     cluster.members.on_leave(b"a", wire.Leave(name="a", pid=5, reason="x"), LOCAL, 1.0)
     assert cluster.registry.stages["a"].state != "dead" and cluster.link.broken is None
+
+
+def test_a_configured_stage_announcing_what_it_holds_is_not_a_restart() -> None:
+    cluster = serving(("a", 0, 15), ("b", 15, 30))
+    record = cluster.registry.stages["a"]
+    holds = msgspec.structs.replace(register("a", 0, 15), available_kv_bytes=0)
+    cluster.members.on_register(b"a", holds, LOCAL, 5.0)  # this coordinator paused
+    assert cluster.registry.stages["a"] is record and record.info.available_kv_bytes == 0
+    assert cluster.link.broken is None and cluster.sent == []
+
+
+def test_a_stage_dead_at_the_first_configure_is_dropped_and_a_standby_serves() -> None:
+    cluster = Cluster()
+    for name, start, end in (("a", 0, 15), ("b", 15, 30), ("b2", 15, 30)):
+        cluster.join(name, start, end)
+    assert [r.name for r in cluster.started[0]] == ["a", "b"]
+    cluster.registry.mark_dead("b")  # it died while the engine configured the chain
+    cluster.members.start_failed(cluster.started[0], None, "b could not configure")
+    assert [[r.name for r in c] for c in cluster.started] == [["a", "b"], ["a", "b2"]]
+    assert cluster.members.started
+
+
+def test_without_a_replacement_the_coordinator_waits_and_says_what_is_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = serving(("a", 0, 15), ("b", 15, 30))
+    cluster.registry.mark_dead("b")
+    with caplog.at_level(logging.INFO, logger="layerbus.coordinator"):
+        cluster.members.start_failed(cluster.started[0], None, "b stopped responding")
+    assert not cluster.members.started and len(cluster.started) == 1
+    assert "dropping b[15:30]" in caplog.text and "layers 15:30 not covered yet" in caplog.text
+    cluster.join("c", 15, 30, now=9.0)
+    assert [r.name for r in cluster.started[-1]] == ["a", "c"]
+
+
+def test_a_stage_that_refused_its_configure_stays_out_until_it_restarts() -> None:
+    cluster = Cluster()
+    for name, start, end in (("a", 0, 15), ("b", 15, 30)):
+        cluster.join(name, start, end)
+    cluster.members.start_failed(cluster.started[0], "b", "b could not configure: no memory")
+    assert cluster.registry.stages["b"].state == "dead" and not cluster.members.started
+    cluster.beat("b", now=1.0)  # alive, but it refused: not a standby again
+    cluster.join("b", 15, 30, now=2.0)  # its registrations repeat: ignored
+    assert cluster.registry.stages["b"].state == "dead" and len(cluster.started) == 1
+    cluster.join("b", 15, 30, pid=2, now=3.0)  # restarted: a new process
+    assert [r.name for r in cluster.started[-1]] == ["a", "b"]
+    assert cluster.registry.stages["b"].info.pid == 2

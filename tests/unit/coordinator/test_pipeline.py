@@ -139,3 +139,51 @@ def test_a_ring_to_a_loopback_first_stage_from_another_host_is_reported(
         warn_unreachable_ring(stage("a", "tcp://127.0.0.1:1"), stage("b", "tcp://10.0.0.2:2"))
     [record] = caplog.records
     assert "start a with --bind (or --advertise)" in record.getMessage()
+
+
+def _kv_config() -> Any:
+    import torch
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+
+    spec = FullAttentionSpec(block_size=16, num_kv_heads=2, head_size=8, dtype=torch.float32)
+    group = KVCacheGroupSpec(layer_names=["model.layers.0.self_attn.attn"], kv_cache_spec=spec)
+    return KVCacheConfig(num_blocks=8, kv_cache_tensors=[], kv_cache_groups=[group])
+
+
+def test_a_stage_refusing_its_configure_is_named_for_the_caller_to_drop(
+    link: PipelineLink,
+) -> None:
+    def answer(identity: bytes, msg: Any) -> None:
+        link.configured(wire.Configured(name="last", num_blocks=8, error="out of memory"))
+
+    link.send_to_stage = answer
+    with pytest.raises(PipelineFailed, match="last could not configure: out of memory"):
+        link.configure([_kv_config()], "NHD", timeout=5)
+    assert link.refused == "last"
+
+
+def test_a_stage_dying_while_configuring_is_not_a_refusal(link: PipelineLink) -> None:
+    link.send_to_stage = lambda identity, msg: link.break_chain("stage last stopped responding")
+    with pytest.raises(PipelineFailed, match="stopped responding"):
+        link.configure([_kv_config()], "NHD", timeout=5)
+    assert link.refused is None
+
+
+def test_configure_stops_at_once_when_a_stage_died_before_it(link: PipelineLink) -> None:
+    sent: list[Any] = []
+    link.send_to_stage = lambda identity, msg: sent.append(msg)
+    link.break_chain("stage first stopped responding")
+    with pytest.raises(PipelineFailed, match="first stopped responding"):
+        link.configure([_kv_config()], "NHD", timeout=60)
+    assert sent == []  # no Configure waits for a chain that is already broken
+
+
+def test_forgetting_a_chain_the_engine_did_not_start_on_leaves_a_clean_link(
+    link: PipelineLink,
+) -> None:
+    link.kv_configs[(0, 30)] = _kv_config()
+    link.refused = "last"
+    link.break_chain("stage last stopped responding")
+    link.forget_chain()
+    assert (link.chain, link.kv_configs, link.broken, link.refused) == ([], {}, None, None)
+    assert link.failure is None and not link.wants_chain

@@ -75,7 +75,6 @@ def test_a_lost_range_without_standby_moves_the_survivors_and_waits_for_them() -
     lost = next(n for n, r in registry.stages.items() if r.layers == (10, 20))
     registry.mark_dead(lost)
     sent.clear()
-    placing.kv_for = lambda chain: {r.layers: f"config {r.layers}" for r in chain}
     assert placing.chain_for_engine() is None  # the survivors reload first
     moved = {i: m for i, m in sent if isinstance(m, wire.Assign)}
     # Sent to the stages' control sockets (they serve), not their offer sockets.
@@ -87,8 +86,7 @@ def test_a_lost_range_without_standby_moves_the_survivors_and_waits_for_them() -
         placing.on_register(info)
     chain = placing.chain_for_engine()
     assert chain is not None and [r.layers for r in chain] == [(0, 15), (15, 30)]
-    assert placing.link.kv_configs == {(0, 15): "config (0, 15)", (15, 30): "config (15, 30)"}
-    assert placing.planned is None
+    assert placing.planned is None  # offered once; the engine sizes its KV cache (kv_resplit)
 
 
 def test_status_shows_a_placed_stages_capacity_and_predicted_step() -> None:
@@ -177,3 +175,45 @@ def test_no_rebalance_when_the_gain_is_too_small() -> None:
     placing.tick(now=2000.0, timeout=1e9)
     assert placing.planned is None and placing.link.broken is None
     assert "below --rebalance-min-gain 50%" in placing.rebalance_note
+
+
+def placed_three() -> tuple[Placing, Registry, list[tuple[bytes, Any]]]:
+    """Three offers placed, loaded and registered; the engine not started yet."""
+    placing, registry, sent = setup()
+    for name in ("a", "b", "c"):
+        placing.on_offer(f"{name}#offer".encode(), offer(name), LOCAL, now=0.0)
+    placing.tick(now=2.0, timeout=5.0)
+    for identity, msg in list(sent):
+        if isinstance(msg, wire.Assign):
+            name = identity.decode().removesuffix("#offer")
+            info = register(name, msg.layer_start, msg.layer_end)
+            registry.add(name.encode(), info, now=3.0)
+            placing.on_register(info)
+    sent.clear()
+    return placing, registry, sent
+
+
+def test_a_stage_lost_at_the_first_configure_is_planned_without() -> None:
+    placing, registry, sent = placed_three()
+    placing.replan_to_start()
+    assert sent == [], "nothing was lost: no re-plan"
+    lost = next(n for n, r in registry.stages.items() if r.layers[0] == 0)
+    registry.mark_dead(lost)
+    placing.stage_lost_before_start(lost)
+    placing.replan_to_start()
+    moved = {i.decode(): m for i, m in sent if isinstance(m, wire.Assign)}
+    assert lost not in moved and lost not in placing.book.offers
+    spans = sorted((m.layer_start, m.layer_end) for m in moved.values())
+    kept = [r.layers for n, r in registry.stages.items() if n != lost and r.state != "dead"]
+    assert sorted(spans + kept)[0][0] == 0 and sum(b - a for a, b in spans + kept) == 30
+    sent.clear()
+    placing.replan_to_start()
+    assert sent == [], "the moved stages are loading: no second plan"
+    for name, msg in moved.items():
+        info = register(name, msg.layer_start, msg.layer_end, pid=1)
+        registry.add(name.encode(), info, now=10.0)
+        placing.on_register(info)
+    chain = registry.chain()
+    assert chain is not None and lost not in [r.name for r in chain]
+    placing.engine_starts()
+    assert placing.planned is None and not placing.start_replan

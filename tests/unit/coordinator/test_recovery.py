@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from services.coordinator.pipeline import PipelineFailed
-from services.coordinator.recovery import ChainRebuild, Rebuilt, Unavailable, unavailable_message
+from services.coordinator.recovery import (
+    RETRY_S,
+    ChainRebuild,
+    Rebuilt,
+    Unavailable,
+    unavailable_message,
+)
 from tests.unit.coordinator.engine_fakes import FakeLink, FakeStage
 
 
@@ -42,9 +48,32 @@ def test_a_chain_that_fails_to_configure_is_dropped_and_another_asked_for() -> N
     rebuild = rebuild_of(link, Clock())
     link.offers.append(replacement)
     link.reconfigure_error = PipelineFailed("s1b could not configure: out of memory")
+    clock = rebuild.clock
     assert rebuild.poll() is None
     assert link.broken == "s1b could not configure: out of memory"
-    assert link.chain_requests == 2
+    # The same live stages would offer the same chain at once: asked for again a little later.
+    assert link.chain_requests == 1
+    clock.now += RETRY_S  # type: ignore[attr-defined]
+    assert rebuild.poll() is None and link.chain_requests == 2
+
+
+def test_a_chain_is_sized_before_it_is_configured_and_a_refused_size_is_not_configured() -> None:
+    link, replacement = broken_chain()
+    prepared: list[list[str]] = []
+
+    def prepare(chain: list[FakeStage]) -> None:
+        prepared.append([r.name for r in chain])
+        if len(prepared) == 1:
+            raise PipelineFailed("s1b cannot hold the KV cache of one request")
+
+    rebuild = ChainRebuild(link, 30.0, 60.0, Clock(), prepare=prepare)  # type: ignore[arg-type]
+    link.offers.append(replacement)
+    assert rebuild.poll() is None and link.reconfigured == []
+    assert link.broken == "s1b cannot hold the KV cache of one request"
+    rebuild.clock.now += RETRY_S  # type: ignore[attr-defined]
+    link.offers.append(replacement)
+    assert rebuild.poll() == Rebuilt("s0 -> s1b")
+    assert prepared == [["s0", "s1b"], ["s0", "s1b"]] and link.reconfigured == [["s0", "s1b"]]
 
 
 def test_a_stage_dying_while_configuring_leaves_the_chain_broken() -> None:

@@ -11,7 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+from vllm.v1.kv_cache_interface import (
+    FullAttentionSpec,
+    KVCacheConfig,
+    KVCacheGroupSpec,
+    KVCacheTensor,
+)
 
 from services.stage.control import ControlPlane, StageIdentity
 from services.stage.membership import Membership
@@ -36,9 +41,14 @@ IDENTITY = StageIdentity(
 
 
 def kv_config(num_blocks: int) -> bytes:
-    group = KVCacheGroupSpec(layer_names=["model.layers.0.self_attn.attn"], kv_cache_spec=SPEC)
+    layer = "model.layers.0.self_attn.attn"
+    group = KVCacheGroupSpec(layer_names=[layer], kv_cache_spec=SPEC)
+    page = SPEC.page_size_bytes
+    tensor = KVCacheTensor(
+        size=num_blocks * page, layers=[layer], layer_stride=num_blocks * page, block_stride=page
+    )
     return encode_kv(
-        KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=[group])
+        KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[tensor], kv_cache_groups=[group])
     )
 
 
@@ -156,19 +166,36 @@ def test_configure_allocates_the_kv_cache_and_points_the_hop() -> None:
     assert sock.sent == [wire.Configured(name="stage-0-15", num_blocks=10, error="")]
 
 
-def test_a_later_chain_keeps_the_kv_cache_and_a_new_size_is_refused() -> None:
+def test_a_later_chain_keeps_the_kv_cache_and_may_use_fewer_of_its_blocks() -> None:
     plane, worker, hop, sock, _ = make()
     plane.on_control(frames(configure(10, generation=2)))
     plane.on_control(frames(configure(10, generation=3)))
     assert len(worker.configured) == 1 and plane.chain.generation == 3
-    plane.on_control(frames(configure(12, generation=4)))
+    # A smaller engine (a re-plan shrank it, or a new coordinator): the first 6 blocks.
+    plane.on_control(frames(configure(6, generation=4)))
+    assert sock.sent[-1] == wire.Configured(name="stage-0-15", num_blocks=6, error="")
+    assert len(worker.configured) == 1 and plane.chain.num_blocks == 10
+    assert plane.chain.limits is not None and plane.chain.limits.num_blocks == 6
+    assert plane.chain.generation == 4
+    plane.on_control(frames(configure(12, generation=5)))
     reply = sock.sent[-1]
     assert reply.num_blocks == 12
     assert reply.error == (
-        "ValueError: this stage already holds a KV cache of 10 blocks and cannot take 12; "
-        "restart it"
+        "ValueError: this stage holds a KV cache of 10 blocks and cannot take 12 without "
+        "allocating it again; restart it"
     )
-    assert plane.chain.generation == 3 and len(hop.next) == 2  # nothing of chain 4 taken
+    assert plane.chain.generation == 4 and len(hop.next) == 3  # nothing of chain 5 taken
+
+
+def test_once_configured_a_stage_registers_with_no_more_kv_memory_than_it_holds() -> None:
+    plane, _, _, sock, _ = make()
+    assert plane.begin().available_kv_bytes == 1 << 20  # its budget (--kv-cache-gb)
+    plane.on_control(frames(configure(10)))
+    assert plane.register is not None
+    assert plane.register.available_kv_bytes == 10 * SPEC.page_size_bytes
+    plane.last_heard = -1e9  # the coordinator fell silent (restarted): announce again
+    plane.announce(now=1e6)
+    assert sock.sent[-1] == plane.register
 
 
 def test_with_curve_configure_admits_the_upstream_and_ring_keys() -> None:

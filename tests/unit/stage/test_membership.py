@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.stage.membership import REGISTER_RETRY_S, Membership, announce_due
+from services.stage.membership import (
+    REGISTER_RETRY_S,
+    Membership,
+    announce_due,
+    offered_kv_bytes,
+)
 from services.stage.plan_validation import PlanLimits
 from shared import wire
 
@@ -60,13 +65,21 @@ def test_a_configured_stage_registers_again_only_when_the_coordinator_is_silent(
     assert not announce_due(True, t, last_heard=t - 60, last_register=t - 1, interval_s=1, misses=5)
 
 
-def test_the_kv_cache_is_allocated_once_and_keeps_its_size() -> None:
+def test_the_kv_cache_is_allocated_once_and_later_counts_use_its_first_blocks() -> None:
     chain = Membership(None, secure=False)
     assert chain.blocks_to_allocate(100)
     chain.num_blocks, chain.configured = 100, True
     assert not chain.blocks_to_allocate(100)
-    with pytest.raises(ValueError, match="holds a KV cache of 100 blocks and cannot take 90"):
-        chain.blocks_to_allocate(90)
+    assert not chain.blocks_to_allocate(45)  # a smaller engine: the first 45 blocks
+    assert chain.num_blocks == 100  # the cache it holds stays as it was
+    with pytest.raises(ValueError, match="holds a KV cache of 100 blocks and cannot take 101"):
+        chain.blocks_to_allocate(101)
+
+
+def test_a_configured_stage_offers_no_more_kv_memory_than_it_holds() -> None:
+    assert offered_kv_bytes(available=1000, held=600) == 600
+    assert offered_kv_bytes(available=500, held=600) == 500  # its budget, if less
+    assert offered_kv_bytes(available=1000, held=0) == 1000  # nothing allocated (no KV layers)
 
 
 def test_configure_admits_the_upstream_the_ring_and_always_the_coordinator() -> None:
