@@ -34,8 +34,8 @@ STREAMS = 4
 TOKENS = 16
 
 
-def new_cluster(model_path: str, log_dir: Path) -> Cluster:
-    """A coordinator (placement settles after 2 s) and nothing else yet."""
+def new_cluster(model_path: str, log_dir: Path, settle_s: float = 2.0) -> Cluster:
+    """A coordinator (placement plans `settle_s` after the last new offer), nothing else yet."""
     cluster = Cluster(
         model=model_path,
         layers=[],
@@ -43,7 +43,7 @@ def new_cluster(model_path: str, log_dir: Path) -> Cluster:
         env_extra={
             **FAST_HEARTBEATS,
             "LAYERBUS_RECOVERY_TIMEOUT_S": "300",
-            "LAYERBUS_PLACEMENT_SETTLE_S": "2",
+            "LAYERBUS_PLACEMENT_SETTLE_S": str(settle_s),
         },
     )
     cluster.log_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,8 @@ def alive(cluster: Cluster, label: str) -> bool:
 def test_after_a_re_plan_a_restarted_coordinator_serves_the_same_text(
     model_path: str, tmp_path: Path
 ) -> None:
-    cluster = new_cluster(model_path, tmp_path)
+    # Both placed stages' offers in one plan, even when one measures a little slower.
+    cluster = new_cluster(model_path, tmp_path, settle_s=5.0)
     try:
         # A pinned stage keeps 0:10 (its KV cache stays as allocated); two placed stages
         # share 10:30. Each stage has --kv-cache-gb 0.25.
@@ -130,8 +131,9 @@ def test_a_stage_killed_during_the_first_configure_is_dropped_and_the_others_ser
         labels = {spawn_placed(cluster, label, None): label for label in ("p1", "p2")}
         spawn_gateway(cluster)
         # The coordinator says which chain it starts the engine on, then configures it
-        # last stage first: the first stage, killed now, is never configured.
-        started = re.compile(r"all layers covered: (\S+)\[0:\d+\] -> .*starting the engine")
+        # last stage first: the first stage, killed now, is never configured. (Usually
+        # two stages share the layers; a late offer waits as a standby, which serves then.)
+        started = re.compile(r"all layers covered: (\S+)\[0:\d+\].*; starting the engine")
 
         def first_stage() -> str:
             found = started.search(cluster.tail("coordinator", 200))
