@@ -64,9 +64,10 @@ class Membership:
     def blocks_to_allocate(self, offered: int) -> bool:
         """True when the KV cache is still to be allocated. A stage that holds one keeps it
         across chains and coordinators: it takes any count up to what it holds and uses
-        the first blocks (the coordinator's block ids stay below the count it sent: vLLM's
-        BlockPool hands out ids 0..count-1, and the stage's runner indexes its own, larger
-        tensors by id). More than it holds is refused; it offers no more (offered_kv_bytes)."""
+        the first blocks (vLLM's BlockPool hands out ids below its count, plan_validation
+        refuses any id at or above the count of the current Configure, and the runner
+        indexes the tensors it allocated, larger ones, by id). More than it holds is
+        refused; it offers no more (offered_kv_bytes)."""
         if not self.configured:
             return True
         if offered > self.num_blocks:

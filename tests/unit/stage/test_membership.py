@@ -139,3 +139,22 @@ def test_ring_tokens_only_at_a_fed_stage_and_from_the_last_stage() -> None:
     assert chain.tokens_refusal(failed, COORDINATOR, fed=True) is None
     assert chain.tokens_refusal(failed, UPSTREAM, fed=True) is not None
     assert joined(secure=False).tokens_refusal(tokens, None, fed=True) is None
+
+
+def test_vllms_runner_keeps_the_kv_cache_it_allocated_whatever_later_counts_say() -> None:
+    """A stage asked for fewer blocks than it holds never re-initializes its runner: the
+    runner's own KVCacheConfig (the allocation) shapes its tensors and block copies, and
+    plan_validation refuses block ids at or above the count of the current Configure."""
+    import inspect
+
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    init = inspect.getsource(GPUModelRunner.initialize_kv_cache)
+    assert "self.kv_cache_config = kv_cache_config" in init, (
+        "vLLM's runner no longer keeps the KVCacheConfig it allocated "
+        "(services/stage/membership.py: a smaller count uses the first blocks)"
+    )
+    update = inspect.getsource(GPUModelRunner._update_states)
+    assert "self.kv_cache_config.num_blocks" in update, (
+        "vLLM's runner copies KV blocks against another block count than its allocation"
+    )
