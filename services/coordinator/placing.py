@@ -90,6 +90,8 @@ class Placing:
         self.start_replan = False  # a stage was lost before the engine started
         self.planned: list[Range] | None = None  # ranges of a re-plan awaiting its stages
         self.replan_started = 0.0
+        self.replan_reported = -1.0  # replan_started of the last "chain ready" line
+        self.last_split: list[Range] = []  # the ranges of the last split sent out
         self.replan_error = ""
 
     # ------------------------------------------------------------ messages
@@ -207,11 +209,13 @@ class Placing:
         chain = self.registry.chain(ranges=self.planned)
         if chain is None:
             return None
-        log.warning(
-            "re-planned chain ready %.1f s after the re-plan: %s",
-            time.monotonic() - self.replan_started,
-            " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain),
-        )
+        if self.replan_reported != self.replan_started:
+            self.replan_reported = self.replan_started
+            log.warning(
+                "re-planned chain ready %.1f s after the re-plan: %s",
+                time.monotonic() - self.replan_started,
+                " -> ".join(f"{r.name}[{r.layers[0]}:{r.layers[1]}]" for r in chain),
+            )
         self.planned = None
         return chain
 
@@ -248,6 +252,12 @@ class Placing:
         placement = self.book.last_plan
         assert placement is not None
         self.replan_error = ""
+        split = [(a.start, a.end) for a in placement.chain]
+        if not moved and split == self.last_split:
+            # The same split again, nothing to reload (the engine refused its chain, e.g. a
+            # stage's KV cache too small): offer it again without repeating the log.
+            self.planned = split
+            return True
         log.warning("no standby holds the lost layers; re-planned over the live stages")
         self._move(moved, placement)
         return True
@@ -255,6 +265,7 @@ class Placing:
     def _move(self, moved: list[OfferRecord], placement: Placement) -> None:
         """Send each moved stage its new range; the chain waits for the planned ranges."""
         self.planned = [(a.start, a.end) for a in placement.chain]
+        self.last_split = list(self.planned)
         self.replan_started = time.monotonic()
         log.warning(
             "new split: %s (predicted %.2f ms a step); %d stage(s) reload",

@@ -217,3 +217,27 @@ def test_a_stage_lost_at_the_first_configure_is_planned_without() -> None:
     assert chain is not None and lost not in [r.name for r in chain]
     placing.engine_starts()
     assert placing.planned is None and not placing.start_replan
+
+
+def test_a_re_planned_chain_the_engine_refused_is_offered_again_without_a_new_split(
+    caplog: Any,
+) -> None:
+    import logging
+
+    placing, registry, sent = placed_three()
+    lost = next(n for n, r in registry.stages.items() if r.layers[0] == 0)
+    registry.mark_dead(lost)
+    placing.chain_for_engine()
+    for identity, msg in [(i, m) for i, m in sent if isinstance(m, wire.Assign)]:
+        info = register(identity.decode(), msg.layer_start, msg.layer_end, pid=1)
+        registry.add(identity, info, now=10.0)
+        placing.on_register(info)
+    first = placing.chain_for_engine()
+    assert first is not None
+    sent.clear()
+    caplog.clear()
+    # The engine refused that chain (a stage's KV cache too small) and asks again.
+    with caplog.at_level(logging.INFO, logger="layerbus.coordinator"):
+        again = placing.chain_for_engine()
+    assert again is not None and [r.name for r in again] == [r.name for r in first]
+    assert sent == [] and caplog.text == "", "no reload, no repeated log lines"
