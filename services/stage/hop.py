@@ -62,8 +62,10 @@ class ActivationHop:
         ring_link: RingLink,
         metrics: StageMetrics,
         stats: StepStats,
-        outputs: OutputWaiter[wire.Step] | None,
+        results: zmq.Socket | None = None,  # type: ignore[type-arg]
     ) -> None:
+        """results: a DEALER to the coordinator for the async runner's output thread
+        (a whole-model GPU stage); None: results go out on `control` from this thread."""
         self.name = name
         self.worker = worker
         self.chain = chain
@@ -73,7 +75,10 @@ class ActivationHop:
         self.metrics = metrics
         self.stats = stats
         # Steps sampled by the async runner whose tokens are still on their way to the host.
-        self.outputs = outputs
+        self.results = results
+        self.outputs: OutputWaiter[wire.Step] | None = None
+        if results is not None:
+            self.outputs = OutputWaiter(StageWorker.resolve_output, self.deliver)
         self.staging = HostStaging()
         # The token ring: plans waiting at the first stage for the last stage's tokens.
         self.ring: TokenRing[Waiting] = TokenRing()
@@ -215,7 +220,7 @@ class ActivationHop:
         if self.worker.is_last:
             if self.outputs is not None:
                 # Its tokens are still being copied to the host; the next step may
-                # start meanwhile. The output thread wakes the loop to send it.
+                # start meanwhile. The output thread sends the result.
                 self.outputs.put(header, runner_output)
                 return
             self.send_result(header, runner_output)
@@ -233,15 +238,23 @@ class ActivationHop:
         tracker = self.next_hop.send(out)
         self.metrics.sent(out, tracker, sent_at)
 
-    def send_resolved(self) -> None:
-        """Send the results of async-runner steps whose tokens have reached the host."""
-        assert self.outputs is not None
-        for header, output, error in self.outputs.take():
-            if error is not None:
-                log.error("%s: step %d failed: %s", self.name, header.step_id, error)
-                self.fail_step(header.step_id, f"{type(error).__name__}: {error}")
-                continue
-            self.send_result(header, output)
+    def deliver(self, header: wire.Step, runner_output: Any, error: BaseException | None) -> None:
+        """Output thread: an async-runner step's result, or its failure, to the coordinator.
+
+        On the thread's own socket (`results`). A stage with the async runner holds the
+        whole model, so it has no token ring to feed.
+        """
+        assert self.results is not None
+        if error is None:
+            msg = result_from_runner_output(header.step_id, runner_output)
+            msg.generation = header.generation
+        else:
+            log.error("%s: step %d failed: %s", self.name, header.step_id, error)
+            msg = self.failure(header.step_id, f"{type(error).__name__}: {error}")
+            msg.generation = header.generation
+        sent_at, out = time.monotonic(), codec.encode(msg)
+        self.results.send_multipart(out)
+        self.metrics.sent(out, None, sent_at)
 
     def send_result(self, header: wire.Step, runner_output: Any) -> None:
         """Last stage: the step's sampled tokens round the ring and to the coordinator."""
@@ -263,18 +276,22 @@ class ActivationHop:
 
     def fail_step(self, step_id: int, error: str) -> None:
         """Tell the coordinator this step failed, so its requests end instead of hanging."""
-        failed = wire.StepResult(
+        self.control.send_multipart(codec.encode(self.failure(step_id, error)))
+
+    def failure(self, step_id: int, error: str) -> wire.StepResult:
+        return wire.StepResult(
             step_id=step_id,
             req_ids=[],
             sampled_token_ids=[],
             error=f"{self.name}: {error}",
             generation=self.chain.generation,
         )
-        self.control.send_multipart(codec.encode(failed))
 
     def close(self) -> None:
         """Stop the output thread and close the outgoing sockets (the main thread, at exit)."""
         if self.outputs is not None:
             self.outputs.close()
+        if self.results is not None:
+            self.results.close(linger=0)
         self.next_hop.close()
         self.ring_link.close()

@@ -26,12 +26,11 @@ from services.stage.links import NextHop, RingLink
 from services.stage.membership import Membership
 from services.stage.metrics import StageMetrics
 from services.stage.offer import place_this_stage
-from services.stage.output_waiter import OutputWaiter
 from services.stage.reload import reload_process, reloaded
 from services.stage.settings import StageSettings
 from services.stage.step_stats import StepStats
 from services.stage.worker import StageWorker
-from shared import curve, wire
+from shared import curve
 from shared.dropped import export_zeros
 from shared.engine_settings import (
     EngineSettings,
@@ -84,8 +83,10 @@ class StageServer:
         choice = engine.platform_choice(
             stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
         )
-        graphs = "eager" if choice.enforce_eager else (
-            "torch.compile" if choice.compilation is None else "decode CUDA graphs"
+        graphs = (
+            "eager"
+            if choice.enforce_eager
+            else ("torch.compile" if choice.compilation is None else "decode CUDA graphs")
         )
         log.info("%s: %s, dtype %s, %s", self.name, platform, choice.dtype, graphs)
         # A stage holding the whole model on a GPU runs vLLM's async model runner, as
@@ -142,10 +143,17 @@ class StageServer:
         )
         self.control.connect(stage.coordinator)
         self.stats = StepStats()
-        # Steps sampled by the async runner whose tokens are still on their way to the host.
-        outputs: OutputWaiter[wire.Step] | None = None
+        # The async runner's results leave from its output thread, on their own socket.
+        results = None
         if self.worker.async_output:
-            outputs = OutputWaiter(self.ctx, StageWorker.resolve_output)
+            results = make_socket(
+                self.ctx,
+                zmq.DEALER,
+                transport,
+                identity=f"{self.name}#results".encode(),
+                curve=self.keys.client_of(self.keys.coordinator),
+            )
+            results.connect(stage.coordinator)
         self.hop = ActivationHop(
             self.name,
             self.worker,
@@ -155,7 +163,7 @@ class StageServer:
             RingLink(self.ctx, transport, self.keys),
             self.metrics,
             self.stats,
-            outputs,
+            results,
         )
         self.control_plane = ControlPlane(
             identity,
@@ -187,12 +195,9 @@ class StageServer:
             self.stage.coordinator,
         )
         self.heartbeats.start()
-        outputs = self.hop.outputs
         poller = zmq.Poller()
         poller.register(self.data, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
-        if outputs is not None:
-            poller.register(outputs.wake, zmq.POLLIN)
         interval = self.transport.heartbeat_interval_s
         while True:
             if self.control_plane.leaving:
@@ -207,8 +212,6 @@ class StageServer:
                 return
             if self.data in events:
                 self.hop.on_data(self.data.recv_multipart(copy=False))
-            if outputs is not None and outputs.wake in events:
-                self.hop.send_resolved()
 
     def request_leave(self, reason: str) -> None:
         """Signal handler: finish the current step, tell the coordinator, exit."""

@@ -8,6 +8,8 @@ record what the hop hands them.
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -119,6 +121,9 @@ class Recorder:
     def send(self, frames: list[Any]) -> None:
         self.log.append(("next", codec.decode(frames)))
 
+    def close(self) -> None:
+        pass
+
 
 class FakeRing:
     """Stands in for RingLink, logging into the Recorder's list."""
@@ -137,9 +142,16 @@ class FakeRing:
     def send(self, msg: wire.Tokens) -> None:
         self.out.log.append(("ring", msg))
 
+    def close(self) -> None:
+        pass
+
 
 def make_hop(
-    worker: FakeWorker, secure: bool = False, fed: bool = False, ring: str = ""
+    worker: FakeWorker,
+    secure: bool = False,
+    fed: bool = False,
+    ring: str = "",
+    results: Any = None,
 ) -> tuple[ActivationHop, Recorder]:
     chain = Membership(COORDINATOR.encode(), secure)
     chain.generation, chain.in_chain, chain.limits = GENERATION, True, LIMITS
@@ -155,7 +167,7 @@ def make_hop(
         FakeRing(out),  # type: ignore[arg-type]
         StageMetrics("hop-test", 0, 1),
         StepStats(),
-        None,
+        results,
     )
     hop.open_ring(GENERATION, fed=fed, address=ring, key="")
     return hop, out
@@ -303,3 +315,73 @@ def test_a_middle_stage_without_a_next_hop_sends_nothing() -> None:
     hop.open_next("", "")
     hop.on_data(frames_of(step(1, plan({"a": [5]}))))
     assert len(worker.ran) == 1 and out.log == []
+
+
+class Pending:
+    """An async runner's output: its tokens reach the host when `copied` is set."""
+
+    def __init__(self, output: Any, copied: threading.Event) -> None:
+        self.output, self.copied = output, copied
+
+    def get_output(self) -> Any:
+        assert self.copied.wait(10)
+        return self.output
+
+
+class ResultsSocket:
+    """Stands in for the output thread's DEALER: records each result and the sending thread."""
+
+    def __init__(self) -> None:
+        self.sent: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+
+    def send_multipart(self, parts: list[Any]) -> None:
+        self.sent.put((codec.decode(parts), threading.current_thread().name))
+
+    def close(self, linger: int = 0) -> None:
+        pass
+
+
+def test_async_runner_results_leave_from_the_output_thread_while_the_next_step_runs() -> None:
+    copied = threading.Event()
+    worker = FakeWorker(is_first=True, is_last=True)
+    run = worker.run
+
+    def async_run(scheduler_output: Any, tensors: Any, grammar: Any) -> tuple[Any, Any]:
+        _, output = run(scheduler_output, tensors, grammar)
+        return None, Pending(output, copied)
+
+    worker.run = async_run  # type: ignore[method-assign]
+    results = ResultsSocket()
+    hop, out = make_hop(worker, results=results)
+    try:
+        hop.on_data(frames_of(step(1, plan({"a": [5]}))))
+        hop.on_data(frames_of(step(2, plan({"a": [6]}))))  # runs before step 1's tokens are in
+        assert len(worker.ran) == 2 and results.sent.empty()
+        copied.set()
+        first, second = results.sent.get(timeout=10), results.sent.get(timeout=10)
+        assert [(r.step_id, r.generation, r.req_ids) for r, _ in (first, second)] == [
+            (1, GENERATION, ["a"]),
+            (2, GENERATION, ["a"]),
+        ]
+        assert {thread for _, thread in (first, second)} == {"outputs"}
+        assert out.log == []  # nothing on the main thread's control socket
+    finally:
+        hop.close()
+
+
+def test_an_async_step_whose_tokens_never_arrive_is_reported_failed() -> None:
+    class Broken:
+        def get_output(self) -> Any:
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+    worker = FakeWorker(is_first=True, is_last=True)
+    worker.run = lambda *a: (None, Broken())  # type: ignore[method-assign]
+    results = ResultsSocket()
+    hop, _ = make_hop(worker, results=results)
+    try:
+        hop.on_data(frames_of(step(4, plan({"a": [5]}))))
+        failed, _ = results.sent.get(timeout=10)
+        assert (failed.step_id, failed.generation) == (4, GENERATION)
+        assert "illegal memory access" in failed.error and failed.req_ids == []
+    finally:
+        hop.close()
