@@ -68,10 +68,8 @@ def covers(chain: list[tuple[str, int, int]]) -> bool:
     return position == 30
 
 
-def start_placed(
-    model_path: str, log_dir: Path, memory: dict[str, float | None]
-) -> Cluster:
-    """Coordinator, stages without --layers (label -> memory cap), gateway; healthy."""
+def new_cluster(model_path: str, log_dir: Path, settle_s: float = 2.0) -> Cluster:
+    """A coordinator (placement plans `settle_s` after the last new offer), nothing else yet."""
     cluster = Cluster(
         model=model_path,
         layers=[],
@@ -79,21 +77,33 @@ def start_placed(
         env_extra={
             **FAST_HEARTBEATS,
             "LAYERBUS_RECOVERY_TIMEOUT_S": "300",
-            "LAYERBUS_PLACEMENT_SETTLE_S": "2",
+            "LAYERBUS_PLACEMENT_SETTLE_S": str(settle_s),
         },
     )
     cluster.log_dir.mkdir(parents=True, exist_ok=True)
     cluster.coordinator_port = free_port()
     cluster.port = free_port()
     cluster.spawn("coordinator", ["coordinator", "--bind", cluster.coordinator])
-    cluster.names = {  # type: ignore[attr-defined]
-        label: spawn_placed(cluster, label, gb) for label, gb in memory.items()
-    }
+    return cluster
+
+
+def spawn_gateway(cluster: Cluster) -> None:
     cluster.spawn(
         "gateway",
         ["gateway", "--port", str(cluster.port), "--coordinator", cluster.coordinator,
-         "--model", model_path],
+         "--model", cluster.model],
     )
+
+
+def start_placed(
+    model_path: str, log_dir: Path, memory: dict[str, float | None]
+) -> Cluster:
+    """Coordinator, stages without --layers (label -> memory cap), gateway; healthy."""
+    cluster = new_cluster(model_path, log_dir)
+    cluster.names = {  # type: ignore[attr-defined]
+        label: spawn_placed(cluster, label, gb) for label, gb in memory.items()
+    }
+    spawn_gateway(cluster)
     cluster.wait_healthy(900)
     return cluster
 

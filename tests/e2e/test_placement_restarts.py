@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Cluster, free_port, stop_group
+from tests.e2e.cluster import Cluster, stop_group
 from tests.e2e.recovery_helpers import (
-    FAST_HEARTBEATS,
     StreamResult,
     healthy,
     run_streams,
@@ -26,39 +25,19 @@ from tests.e2e.recovery_helpers import (
     status,
     wait_for,
 )
-from tests.e2e.test_placement import active_chain, covers, spawn_placed, texts
+from tests.e2e.test_placement import (
+    active_chain,
+    covers,
+    new_cluster,
+    spawn_gateway,
+    spawn_placed,
+    texts,
+)
 
 pytestmark = pytest.mark.e2e
 
 STREAMS = 4
 TOKENS = 16
-
-
-def new_cluster(model_path: str, log_dir: Path, settle_s: float = 2.0) -> Cluster:
-    """A coordinator (placement plans `settle_s` after the last new offer), nothing else yet."""
-    cluster = Cluster(
-        model=model_path,
-        layers=[],
-        log_dir=log_dir,
-        env_extra={
-            **FAST_HEARTBEATS,
-            "LAYERBUS_RECOVERY_TIMEOUT_S": "300",
-            "LAYERBUS_PLACEMENT_SETTLE_S": str(settle_s),
-        },
-    )
-    cluster.log_dir.mkdir(parents=True, exist_ok=True)
-    cluster.coordinator_port = free_port()
-    cluster.port = free_port()
-    cluster.spawn("coordinator", ["coordinator", "--bind", cluster.coordinator])
-    return cluster
-
-
-def spawn_gateway(cluster: Cluster) -> None:
-    cluster.spawn(
-        "gateway",
-        ["gateway", "--port", str(cluster.port), "--coordinator", cluster.coordinator,
-         "--model", cluster.model],
-    )
 
 
 def total_blocks(cluster: Cluster) -> int:

@@ -62,16 +62,7 @@ def test_an_offer_for_another_model_is_refused_with_a_shutdown() -> None:
 
 
 def test_a_lost_range_without_standby_moves_the_survivors_and_waits_for_them() -> None:
-    placing, registry, sent = setup()
-    for name in ("a", "b", "c"):
-        placing.on_offer(f"{name}#offer".encode(), offer(name), LOCAL, now=0.0)
-    placing.tick(now=2.0, timeout=5.0)
-    for identity, msg in list(sent):
-        if isinstance(msg, wire.Assign):
-            name = identity.decode().removesuffix("#offer")
-            info = register(name, msg.layer_start, msg.layer_end)
-            registry.add(name.encode(), info, now=3.0)
-            placing.on_register(info)
+    placing, registry, sent = placed_three()
     lost = next(n for n, r in registry.stages.items() if r.layers == (10, 20))
     registry.mark_dead(lost)
     sent.clear()
