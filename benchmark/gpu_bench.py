@@ -41,6 +41,7 @@ from benchmark.gpu_systems import (
 )
 from benchmark.load import Load, run_load
 from benchmark.processes import child_env
+from benchmark.rejoin import measure_rejoin
 from benchmark.step_overhead import PhaseProbe
 
 PROMPTS = [
@@ -148,6 +149,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--systems", nargs="+", default=None, help="only these phases (names above)")
     ap.add_argument(
         "--reference", default="vllm-default", help="the system ratios are taken against"
+    )
+    ap.add_argument(
+        "--no-rejoin",
+        dest="rejoin",
+        action="store_false",
+        help="skip killing and restarting the last stage after each layerbus system's loads",
     )
     ap.add_argument("--phase-timeout-s", type=float, default=600)
     ap.add_argument("--start-timeout-s", type=float, default=420)
@@ -297,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
                         phased = summary.data.setdefault("phases", {}).setdefault(system.name, {})
                         phased[str(load.concurrency)] = steps
                     print(name, figures, flush=True)
+                    summary.save()
+                if isinstance(system, LayerbusSystem) and args.rejoin:
+                    stage = [n for n in children.procs if n.startswith("stage-")][-1]
+                    seconds = measure_rejoin(children, stage, url, engine.served_name, deadline)
+                    summary.data["rejoin_s"][system.name] = round(seconds, 1)
+                    print(f"{system.name}: {stage} rejoined in {seconds:.0f} s", flush=True)
                     summary.save()
             finally:
                 children.stop()

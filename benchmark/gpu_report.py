@@ -91,6 +91,13 @@ def markdown(summary: dict[str, Any]) -> str:
             "Start-up to first answer, s: "
             + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in ready.items()),
         ]
+    rejoin = summary.get("rejoin_s", {})
+    if rejoin:
+        lines += [
+            "",
+            "Last stage killed and started again, s to the next answer: "
+            + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in rejoin.items()),
+        ]
     greedy = summary.get("greedy", {})
     if greedy:
         lines += [

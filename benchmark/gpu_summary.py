@@ -38,6 +38,7 @@ class Summary:
             "labels": {},
             "loads": {},
             "ready_s": {},
+            "rejoin_s": {},
             "greedy": {},
             "greedy_diff": {},
             "errors": {},

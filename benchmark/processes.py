@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,10 @@ class Children:
 
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # How each child was started, so that it can be started again (respawn).
+    commands: dict[str, tuple[list[str], dict[str, str], set[int] | None]] = field(
+        default_factory=dict
+    )
 
     def spawn(
         self,
@@ -88,7 +92,20 @@ class Children:
         )
         log.close()
         self.procs[name] = proc
+        self.commands[name] = (cmd, env, cores)
         return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL child `name` and its process group, as a host failure would, and forget it."""
+        proc = self.procs.pop(name)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+
+    def respawn(self, name: str, as_name: str) -> subprocess.Popen[bytes]:
+        """Start child `name`'s command again, as `as_name` (its own log)."""
+        cmd, env, cores = self.commands[name]
+        return self.spawn(as_name, cmd, env, cores)
 
     def check_alive(self) -> None:
         """Raise with the log tail of the first child that has exited."""

@@ -27,11 +27,12 @@ class EngineSettings(BaseSettings):
     enforce_eager: bool | None = Field(
         None, description="no CUDA graphs (default: graphs on CUDA, eager on CPU)"
     )
-    torch_compile: bool = Field(
-        False,
+    torch_compile: bool | None = Field(
+        None,
         description="CUDA: run the layers through torch.compile with piecewise and full CUDA "
-        "graphs, vLLM's own default (a minute or more of start-up, cached for restarts); "
-        "default: full CUDA graphs for decode batches only, no compile. Ignored on CPU",
+        "graphs, vLLM's own default (about a minute at a stage's first start, cached per "
+        "layer range for restarts); --no-torch-compile: full CUDA graphs for decode batches "
+        "only, no compile. Default: compile on CUDA. Ignored on CPU",
     )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")

@@ -15,6 +15,9 @@ Platform = Literal["cuda", "cpu"]
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # A CPU stage's KV cache when none is named (vLLM's CPU worker sizes nothing itself).
 DEFAULT_CPU_KV_CACHE_GB = 0.5
+# A CUDA stage compiles its layers as `vllm serve` does unless told --no-torch-compile
+# (docs/gpu.md has the measurements behind this default).
+CUDA_TORCH_COMPILE = True
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,16 @@ def choose(
     enforce_eager: bool | None = None,
     kv_cache_gb: float | None = None,
     gpu_memory_utilization: float | None = None,
-    torch_compile: bool = False,
+    torch_compile: bool | None = None,
 ) -> PlatformChoice:
     """Fill unset choices with the platform's defaults.
 
     CUDA: bfloat16 (the bundled model's config says float32, which rules out
-    FlashAttention), CUDA graphs for full decode batches without torch.compile
-    (no Inductor/compiler at start-up; stages run the model from their own step
-    loop), KV cache sized by vLLM from the free GPU memory under
-    gpu_memory_utilization. torch_compile (CUDA): vLLM's own default compilation
-    instead (torch.compile, piecewise + full CUDA graphs), as `vllm serve` runs.
+    FlashAttention), vLLM's own default compilation (torch.compile with piecewise
+    and full CUDA graphs, as `vllm serve` runs; see CUDA_TORCH_COMPILE), KV cache
+    sized by vLLM from the free GPU memory under gpu_memory_utilization.
+    torch_compile=False: CUDA graphs for full decode batches only, no Inductor at
+    start-up. enforce_eager: neither.
     CPU: float32, eager (vLLM's CPU backend has no graphs), a fixed KV cache of
     kv_cache_gb (see stage_kv_cache_gb); torch_compile is ignored there.
     """
@@ -67,12 +70,13 @@ def choose(
             raise ValueError(
                 "--torch-compile runs CUDA graphs: drop --enforce-eager, or drop --torch-compile"
             )
+        compile_ = CUDA_TORCH_COMPILE if torch_compile is None else torch_compile
         graphs_only = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
         return PlatformChoice(
             platform=platform,
             dtype=dtype or "bfloat16",
             enforce_eager=eager,
-            compilation=None if eager or torch_compile else graphs_only,
+            compilation=None if eager or compile_ else graphs_only,
             kv_cache_bytes=int(kv_cache_gb * (1 << 30)) if kv_cache_gb else None,
             gpu_memory_utilization=util,
         )

@@ -18,6 +18,7 @@ import time
 
 import zmq
 
+from services.stage.compile_cache import range_cache_env
 from services.stage.control import ControlPlane, StageIdentity
 from services.stage.heartbeat import HeartbeatThread, heartbeat_message
 from services.stage.hop import ActivationHop
@@ -89,6 +90,9 @@ class StageServer:
             else ("torch.compile" if choice.compilation is None else "decode CUDA graphs")
         )
         log.info("%s: %s, dtype %s, %s", self.name, platform, choice.dtype, graphs)
+        if graphs == "torch.compile":
+            os.environ.update(range_cache_env(os.environ, start, end, num_layers))
+            log.info("%s: compile cache %s", self.name, os.environ["VLLM_CACHE_ROOT"])
         # A stage holding the whole model on a GPU runs vLLM's async model runner, as
         # `vllm serve` does; in a chain the runners stay synchronous and the token ring
         # feeds the first stage (vLLM's CPU platform turns async scheduling off itself).

@@ -106,6 +106,9 @@ def test_gpu_bench_smoke(tmp_path: Path) -> None:
         phases = {(r["who"], r["phase"]) for r in rows if r["count"] > 0}
         assert ("coordinator", "schedule") in phases, rows
         assert any(who.startswith("stage") and p == "forward" for who, p in phases), rows
+    # The last stage of each layerbus system was killed and started again, and answered.
+    assert set(summary["rejoin_s"]) == {"layerbus-1", "layerbus-2-shared"}
+    assert all(seconds > 0 for seconds in summary["rejoin_s"].values())
 
 
 @pytest.mark.e2e

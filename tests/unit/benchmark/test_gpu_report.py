@@ -30,6 +30,7 @@ def summary() -> dict[str, Any]:
             "layerbus-1": {"1": load(150.0, 6.0)},
         },
         "ready_s": {"vllm-default": 104.2, "layerbus-1": 55.0},
+        "rejoin_s": {"layerbus-1": 21.4},
         "greedy": {"layerbus-1": "8/8"},
         "errors": {"layerbus-1-c32": "Traceback ..."},
     }
@@ -54,6 +55,7 @@ def test_table_has_a_row_per_load_with_ratios_greedy_and_errors() -> None:
     assert "| `vllm serve` defaults | 32 | 4,000 | 7.00 | 20.0 | – | – |" in text
     assert "layerbus, 1 stage 8/8" in text
     assert "`vllm serve` defaults 104" in text
+    assert "started again, s to the next answer: layerbus, 1 stage 21" in text
     assert "Errors (details in summary.json): layerbus-1-c32" in text
 
 

@@ -7,11 +7,12 @@ import pytest
 from shared.platform_defaults import choose, select_device, stage_kv_cache_gb
 
 
-def test_cuda_defaults_to_bfloat16_graphs_and_profiled_kv_cache() -> None:
+def test_cuda_defaults_to_bfloat16_compiled_graphs_and_profiled_kv_cache() -> None:
     c = choose("cuda")
     assert c.dtype == "bfloat16"
     assert c.enforce_eager is False
-    assert c.compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    # None: vLLM's own default compilation, as `vllm serve` runs.
+    assert c.compilation is None
     assert c.kv_cache_bytes is None
     assert c.gpu_memory_utilization == 0.9
 
@@ -53,7 +54,11 @@ def test_torch_compile_leaves_cuda_compilation_to_vllm() -> None:
     c = choose("cuda", torch_compile=True)
     # None: vLLM's own default (torch.compile, piecewise + full CUDA graphs).
     assert (c.enforce_eager, c.compilation) == (False, None)
-    assert choose("cuda").compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    graphs_only = choose("cuda", torch_compile=False).compilation
+    assert graphs_only == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    # --enforce-eager alone turns compile off too (the default is not an explicit ask).
+    assert choose("cuda", enforce_eager=True).compilation is None
+    assert choose("cuda", enforce_eager=True).enforce_eager is True
     with pytest.raises(ValueError, match="--enforce-eager"):
         choose("cuda", enforce_eager=True, torch_compile=True)
     # The CPU backend stays eager whatever the setting (a shared environment may carry it).
