@@ -136,6 +136,13 @@ def test_placement_bench_smoke(tmp_path: Path) -> None:
     assert [a for _, a, _ in split][0] == 0 and split[-1][2] == 30
     assert all(prev[2] == nxt[1] for prev, nxt in zip(split, split[1:], strict=False))
     assert sorted(label for label, _, _ in split) == ["a", "b", "capped"]
-    [hand] = report["hand_made"]
-    assert hand["split"] == "11:8:11" and hand["output_throughput"] > 0
+    placed, hand = report["runs"]  # one round, the placed stack first
+    assert placed["stack"] == "placed" and hand["stack"] == "11:8:11"
+    assert hand["split"] == [["b", 0, 11], ["a", 11, 19], ["capped", 19, 30]]
+    for run in report["runs"]:
+        assert run["output_throughput"] > 0 and run["kv_blocks"] > 0
+        assert any(line.startswith("engine ready:") for line in run["coordinator_log"])
+        assert run["cpu_s"]["coordinator"] > 0
+        assert {p["phase"] for p in run["phases"] if p["who"] == "coordinator"} >= {"schedule"}
+    assert report["best_hand_made"] == "11:8:11"
     assert report["placed_vs_best_hand_made"] > 0
