@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -84,6 +85,7 @@ class EngineHost:
             len(link.chain), micro_batches, max_micro_batches
         )
         self.window = RaiseWindow()
+        self.cpu_wait_noted = 0  # the M at which the CPU-wait hold was last logged
         self.commands: queue.Queue[tuple[bytes, msgspec.Struct]] = queue.Queue()
         self.publisher = OutputPublisher(send)
         self.ready = threading.Event()
@@ -186,11 +188,13 @@ class EngineHost:
             return
         in_flight = self.link.take_in_flight_average()
         busiest = self.window.busiest_share(self.link.chain)
+        cpu_wait = self.window.cpu_wait_share(self.link.chain)
         self.window.restart(now, self.link.chain)
         core = self._engine()
-        measure = Measure(in_flight=in_flight, busiest_stage=busiest, running=core.num_running())
+        measure = Measure(in_flight, busiest, core.num_running(), cpu_wait)
         wanted = wanted_micro_batches(self.micro_batches, self.max_micro_batches, measure)
         if wanted == self.micro_batches:
+            self._note_cpu_wait(measure)
             return
         log.info(
             "raising micro-batches %d -> %d: %.1f in flight on average, yet the busiest "
@@ -204,6 +208,23 @@ class EngineHost:
         )
         self.micro_batches = wanted
         core.grow(wanted)
+
+    def _note_cpu_wait(self, measure: Measure) -> None:
+        """Say once per M when the stages' wait for a CPU is all that holds M."""
+        held = wanted_micro_batches(
+            self.micro_batches, self.max_micro_batches, replace(measure, cpu_wait=0.0)
+        )
+        if held == self.micro_batches or self.cpu_wait_noted == self.micro_batches:
+            return
+        self.cpu_wait_noted = self.micro_batches
+        log.info(
+            "keeping %d micro-batches: a chain stage waited for a CPU %.0f%% of the last %.0f s "
+            "(its host has fewer free cores than busy processes; more micro-batches would add "
+            "work per token, not throughput)",
+            self.micro_batches,
+            100 * measure.cpu_wait,
+            RAISE_WINDOW_S,
+        )
 
     # ------------------------------------------------------------ recovery
 

@@ -15,8 +15,19 @@ and raises M when
 
     in flight >= M - 0.5   (the chain, not the coordinator, holds the work)
     busiest stage < 85 % busy
+    no chain stage waited for a CPU 10 % of the window or more
     running requests >= 2 x (M + 1)   (every micro-batch keeps at least 2)
     M < the cap (--max-micro-batches).
+
+A stage whose host has fewer cores than busy processes (several stages on one
+machine, as in the benchmarks, or other work beside it) spends part of the time
+ready to run but waiting for a CPU (services/stage/cpu_wait.py; its heartbeats
+carry the total). Between its steps it then looks idle, yet more micro-batches
+cannot feed it: the cores are the limit, and each step streams the stage's
+weights however few tokens it carries, so smaller micro-batches only cost more
+CPU per token. On two cores with three stages at 16 streams, M went 3 -> 8 by
+the busy rule alone and the output fell from ~76 to ~40-51 tok/s
+(docs/benchmark.md, 2026-12-04 session 8).
 
 While the steps travel, a stage's busy share grows about in proportion to M
 (each micro-batch brings the same work per round trip), so the raise is sized
@@ -43,6 +54,7 @@ from typing import Any, Protocol
 RAISE_WINDOW_S = 5.0
 BUSY_ENOUGH = 0.85  # a bottleneck stage this busy is fed well enough
 BUSY_AIM = 0.95  # a raise is sized to make the busiest stage this busy
+CPU_WAIT_LIMIT = 0.10  # a stage waiting for a CPU this share of the window is starved
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Measure:
     in_flight: float  # time-averaged micro-batches in flight (steps carrying tokens)
     busiest_stage: float  # the busiest chain stage's compute share of the window, 0..1
     running: int  # requests running in the scheduler
+    cpu_wait: float = 0.0  # the largest share of the window a chain stage waited for a CPU
 
 
 def wanted_micro_batches(current: int, cap: int, measure: Measure) -> int:
@@ -64,6 +77,8 @@ def wanted_micro_batches(current: int, cap: int, measure: Measure) -> int:
         return current
     if not 0.0 < measure.busiest_stage < BUSY_ENOUGH:
         return current  # 0: no heartbeat in the window yet
+    if measure.cpu_wait >= CPU_WAIT_LIMIT:
+        return current  # the stages are short of cores, not of work
     proportional = math.ceil(current * BUSY_AIM / measure.busiest_stage)
     return max(current + 1, min(proportional, cap, measure.running // 2))
 
@@ -86,34 +101,46 @@ class BeatingStage(Protocol):
     """A chain stage (registry.py's StageRecord) as the window reads it on the engine thread."""
 
     name: str
-    beat: Any  # the last wire.Heartbeat (cumulative busy_s), or None
+    beat: Any  # the last wire.Heartbeat (cumulative busy_s and cpu_wait_s), or None
     beat_at: float  # when it arrived (monotonic)
 
 
 class RaiseWindow:
-    """Each chain stage's busy time when the current window began; engine thread only."""
+    """Each chain stage's busy time and CPU wait when the current window began; engine
+    thread only."""
 
     def __init__(self) -> None:
         self.start = 0.0
-        self.beats: dict[str, tuple[float, float]] = {}
+        self.beats: dict[str, tuple[float, float, float]] = {}  # busy_s, cpu_wait_s, at
 
     def due(self, now: float) -> bool:
         """Whether the window has run RAISE_WINDOW_S (the first one is due at once)."""
         return now - self.start >= RAISE_WINDOW_S
 
-    def busiest_share(self, chain: Iterable[BeatingStage]) -> float:
-        """The busiest stage's compute share since the window began; 0 without two beats."""
-        busiest = 0.0
+    def _largest_share(self, chain: Iterable[BeatingStage], field: int) -> float:
+        largest = 0.0
         for r in chain:
             start = self.beats.get(r.name)
-            if r.beat is not None and start is not None and r.beat_at - start[1] > 0.5:
-                share = (r.beat.busy_s - start[0]) / (r.beat_at - start[1])
-                busiest = max(busiest, share)
-        return busiest
+            if r.beat is not None and start is not None and r.beat_at - start[2] > 0.5:
+                now = (r.beat.busy_s, r.beat.cpu_wait_s)[field]
+                largest = max(largest, (now - start[field]) / (r.beat_at - start[2]))
+        return largest
+
+    def busiest_share(self, chain: Iterable[BeatingStage]) -> float:
+        """The busiest stage's compute share since the window began; 0 without two beats."""
+        return self._largest_share(chain, 0)
+
+    def cpu_wait_share(self, chain: Iterable[BeatingStage]) -> float:
+        """The largest share of the window a stage waited for a CPU; 0 without two beats."""
+        return self._largest_share(chain, 1)
 
     def restart(self, now: float, chain: Iterable[BeatingStage]) -> None:
         self.start = now
-        self.beats = {r.name: (r.beat.busy_s, r.beat_at) for r in chain if r.beat is not None}
+        self.beats = {
+            r.name: (r.beat.busy_s, r.beat.cpu_wait_s, r.beat_at)
+            for r in chain
+            if r.beat is not None
+        }
 
 
 class TimeAverage:

@@ -22,9 +22,15 @@ from shared.sockets import make_socket
 
 
 def heartbeat_message(
-    name: str, seq: int, stats: StepStats, num_requests: int, generation: int
+    name: str,
+    seq: int,
+    stats: StepStats,
+    num_requests: int,
+    generation: int,
+    cpu_wait_s: float = 0.0,
 ) -> wire.Heartbeat:
-    """One beat: this process, its step counters, the requests it holds, its chain."""
+    """One beat: this process, its step counters, the requests it holds, its chain, and how
+    long its main thread waited for a CPU (cpu_wait.py)."""
     return wire.Heartbeat(
         name=name,
         seq=seq,
@@ -34,6 +40,7 @@ def heartbeat_message(
         recent_step_ms=round(stats.recent_step_ms, 3),
         num_requests=num_requests,
         generation=generation,
+        cpu_wait_s=round(cpu_wait_s, 3),
     )
 
 

@@ -20,6 +20,7 @@ import zmq
 
 from services.stage.compile_cache import range_cache_env
 from services.stage.control import ControlPlane, StageIdentity
+from services.stage.cpu_wait import CpuWait
 from services.stage.heartbeat import HeartbeatThread, heartbeat_message
 from services.stage.hop import ActivationHop
 from services.stage.layers import local_partition, parse_layers
@@ -179,13 +180,19 @@ class StageServer:
             transport.heartbeat_interval_s,
             transport.heartbeat_misses,
         )
+        cpu_wait = CpuWait()  # this (the main) thread's wait for a CPU
         self.heartbeats = HeartbeatThread(
             self.ctx,
             transport,
             stage.coordinator,
             self.keys.client_of(self.keys.coordinator),
             lambda seq: heartbeat_message(
-                self.name, seq, self.stats, self.worker.num_requests(), self.chain.generation
+                self.name,
+                seq,
+                self.stats,
+                self.worker.num_requests(),
+                self.chain.generation,
+                cpu_wait.seconds(),
             ),
         )
 

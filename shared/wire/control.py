@@ -73,6 +73,8 @@ class Heartbeat(msgspec.Struct):
     recent_step_ms: float = 0.0
     num_requests: int = 0
     generation: int = 0
+    # Seconds the stage's main thread waited for a CPU so far (services/stage/cpu_wait.py).
+    cpu_wait_s: float = 0.0
 
 
 class Reset(msgspec.Struct):

@@ -101,8 +101,8 @@ class FakeStage:
         self.beat: Any = None
         self.beat_at = 0.0
 
-    def beats(self, busy_s: float, at: float) -> None:
-        self.beat = SimpleNamespace(busy_s=busy_s)
+    def beats(self, busy_s: float, at: float, cpu_wait_s: float = 0.0) -> None:
+        self.beat = SimpleNamespace(busy_s=busy_s, cpu_wait_s=cpu_wait_s)
         self.beat_at = at
 
 

@@ -137,6 +137,33 @@ def test_m_is_raised_when_every_micro_batch_travels_and_the_stages_idle() -> Non
     assert core.batch_queue_size == 16 and core.scheduler.micro.count == 8
 
 
+def test_m_is_kept_while_a_stage_waits_for_a_cpu_and_the_log_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host, core, link, _ = host_with(stages=2)
+    core.scheduler.running = [object()] * 32
+    for stage in link.chain:
+        stage.beats(0.0, at=1000.0, cpu_wait_s=0.0)
+    host._maybe_raise_micro_batches()
+    link.in_flight_average = 2.0
+    for window in (1, 2):
+        host.window.start -= RAISE_WINDOW_S
+        for stage in link.chain:
+            # 20 % busy, and waited 1 s of each 5 for a CPU: starved, not idle
+            stage.beats(1.0 * window, at=1000.0 + 5 * window, cpu_wait_s=1.0 * window)
+        with caplog.at_level("INFO", logger="layerbus.coordinator"):
+            host._maybe_raise_micro_batches()
+    assert host.micro_batches == 2 and core.scheduler.micro.count == 2
+    kept = [r.getMessage() for r in caplog.records if "keeping 2 micro-batches" in r.getMessage()]
+    assert len(kept) == 1 and "waited for a CPU 20% of the last 5 s" in kept[0]
+    # Once the stages stop waiting, the busy rule raises M again.
+    host.window.start -= RAISE_WINDOW_S
+    for stage in link.chain:
+        stage.beats(3.0, at=1015.0, cpu_wait_s=2.0)
+    host._maybe_raise_micro_batches()
+    assert host.micro_batches == 8
+
+
 def test_a_fixed_m_is_never_raised() -> None:
     host, core, link, _ = host_with(stages=2, micro_batches=2)
     core.scheduler.running = [object()] * 32

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from services.coordinator.micro_batch_control import (
+    CPU_WAIT_LIMIT,
     RAISE_WINDOW_S,
     Measure,
     RaiseWindow,
@@ -50,6 +51,15 @@ def test_cap_and_too_few_requests_stop_the_raise() -> None:
     assert wanted_micro_batches(2, 8, Measure(2.0, 0.1, 10)) == 5
 
 
+def test_a_stage_waiting_for_a_cpu_keeps_m() -> None:
+    # The busy rule alone would raise 3 -> 4 (70 % busy); a stage that waited for a CPU
+    # a tenth of the window shares its cores: more micro-batches cannot feed it.
+    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.0)) == 5
+    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.09)) == 5
+    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=CPU_WAIT_LIMIT)) == 3
+    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.4)) == 3
+
+
 def test_no_heartbeat_in_the_window_keeps_m() -> None:
     assert wanted_micro_batches(2, 8, Measure(2.0, 0.0, 64)) == 2
 
@@ -80,8 +90,8 @@ class Stage:
         self.beat: Any = None
         self.beat_at = 0.0
 
-    def beats(self, busy_s: float, at: float) -> None:
-        self.beat = SimpleNamespace(busy_s=busy_s)
+    def beats(self, busy_s: float, at: float, cpu_wait_s: float = 0.0) -> None:
+        self.beat = SimpleNamespace(busy_s=busy_s, cpu_wait_s=cpu_wait_s)
         self.beat_at = at
 
 
@@ -98,6 +108,18 @@ def test_the_window_measures_the_busiest_stage_since_it_began() -> None:
     b.beats(23.0, at=105.2)  # 3 s of 5
     late.beats(50.0, at=105.0)  # no beat when the window began: not counted
     assert window.busiest_share([a, b, late]) == pytest.approx(0.6)
+
+
+def test_the_window_measures_the_longest_wait_for_a_cpu() -> None:
+    a, b = Stage("a"), Stage("b")
+    a.beats(10.0, at=100.0, cpu_wait_s=4.0)
+    b.beats(20.0, at=100.0, cpu_wait_s=1.0)
+    window = RaiseWindow()
+    window.restart(100.0, [a, b])
+    a.beats(13.0, at=105.0, cpu_wait_s=4.2)  # waited 0.2 s of 5
+    b.beats(21.0, at=105.0, cpu_wait_s=1.9)  # waited 0.9 s of 5
+    assert window.cpu_wait_share([a, b]) == pytest.approx(0.18)
+    assert window.busiest_share([a, b]) == pytest.approx(0.6)
 
 
 def test_a_window_without_a_second_beat_measures_nothing() -> None:

@@ -27,6 +27,8 @@ def test_a_beat_carries_the_step_counters_rounded_and_the_chain() -> None:
         num_requests=3,
         generation=2,
     )
+    waited = heartbeat_message("s", 8, stats, num_requests=0, generation=2, cpu_wait_s=1.23456)
+    assert waited.cpu_wait_s == 1.235
 
 
 def test_the_thread_beats_in_sequence_until_stopped() -> None:
