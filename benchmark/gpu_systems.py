@@ -96,9 +96,8 @@ System = VllmSystem | LayerbusSystem
 
 def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[System]:
     """(a) vllm serve defaults, (b) layerbus 1 stage, (c) 2 stages sharing one device;
-    on CUDA also `vllm serve` with the stages' former runner settings and one stage with
-    --no-torch-compile (decode CUDA graphs only, the default before 2026-12-04);
-    with gpus > 1 also
+    on CUDA also `vllm serve` with the stages' runner settings and one stage with
+    --torch-compile (where the gap to vLLM's defaults comes from); with gpus > 1 also
     (d) one stage per GPU, vLLM pipeline and tensor parallel over them."""
     device = "cuda:0" if platform == "cuda" else ""
     out: list[System] = [VllmSystem("vllm-default", "`vllm serve` defaults")]
@@ -115,10 +114,10 @@ def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[Syste
     if platform == "cuda":
         out.append(
             LayerbusSystem(
-                "layerbus-1-graphs",
-                "layerbus, 1 stage, --no-torch-compile",
+                "layerbus-1-compiled",
+                "layerbus, 1 stage, --torch-compile",
                 (device,),
-                env=(("LAYERBUS_TORCH_COMPILE", "0"),),
+                env=(("LAYERBUS_TORCH_COMPILE", "1"),),
             )
         )
     out += [

@@ -30,9 +30,9 @@ class EngineSettings(BaseSettings):
     torch_compile: bool | None = Field(
         None,
         description="CUDA: run the layers through torch.compile with piecewise and full CUDA "
-        "graphs, vLLM's own default (about a minute at a stage's first start, cached per "
-        "layer range for restarts); --no-torch-compile: full CUDA graphs for decode batches "
-        "only, no compile. Default: compile on CUDA. Ignored on CPU",
+        "graphs, vLLM's own default (a minute or more at a stage's first start on a range, "
+        "cached per layer range; a restart still takes longer); default: full CUDA graphs for "
+        "decode batches only, no compile. Ignored on CPU",
     )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")

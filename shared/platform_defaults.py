@@ -15,9 +15,11 @@ Platform = Literal["cuda", "cpu"]
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # A CPU stage's KV cache when none is named (vLLM's CPU worker sizes nothing itself).
 DEFAULT_CPU_KV_CACHE_GB = 0.5
-# A CUDA stage compiles its layers as `vllm serve` does unless told --no-torch-compile
-# (docs/gpu.md has the measurements behind this default).
-CUDA_TORCH_COMPILE = True
+# Whether a CUDA stage compiles its layers (torch.compile, as `vllm serve` does) when
+# neither --torch-compile nor --no-torch-compile is given. Off: compiling made c=1-32
+# faster on the H200 but a killed stage rejoined in 81 s instead of 31 s, and a stage
+# re-placed onto new layers compiles them cold (docs/gpu.md, 2026-12-04 run F).
+CUDA_TORCH_COMPILE = False
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,11 @@ def choose(
     """Fill unset choices with the platform's defaults.
 
     CUDA: bfloat16 (the bundled model's config says float32, which rules out
-    FlashAttention), vLLM's own default compilation (torch.compile with piecewise
-    and full CUDA graphs, as `vllm serve` runs; see CUDA_TORCH_COMPILE), KV cache
-    sized by vLLM from the free GPU memory under gpu_memory_utilization.
-    torch_compile=False: CUDA graphs for full decode batches only, no Inductor at
-    start-up. enforce_eager: neither.
+    FlashAttention), CUDA graphs for full decode batches without torch.compile (no
+    Inductor at start-up; see CUDA_TORCH_COMPILE), KV cache sized by vLLM from the
+    free GPU memory under gpu_memory_utilization. torch_compile=True: vLLM's own
+    default compilation instead (torch.compile, piecewise + full CUDA graphs), as
+    `vllm serve` runs. enforce_eager: neither.
     CPU: float32, eager (vLLM's CPU backend has no graphs), a fixed KV cache of
     kv_cache_gb (see stage_kv_cache_gb); torch_compile is ignored there.
     """

@@ -28,7 +28,7 @@ def test_one_gpu_compares_vllm_defaults_one_stage_and_two_sharing_it() -> None:
         "vllm-default",
         "vllm-stage-runner",
         "layerbus-1",
-        "layerbus-1-graphs",
+        "layerbus-1-compiled",
         "layerbus-2-shared",
     ]
     one, shared = systems[2], systems[4]
@@ -92,7 +92,7 @@ def test_cpu_stages_get_no_device_and_a_fixed_kv_cache() -> None:
     assert plan.env["LAYERBUS_STAGE_THREADS"] == "1"
 
 
-def test_the_gap_is_split_by_vllm_with_a_stages_runner_and_an_uncompiled_stage() -> None:
+def test_the_gap_is_split_by_vllm_with_a_stages_runner_and_a_compiled_stage() -> None:
     systems = {s.name: s for s in systems_for("cuda", 1, 0.4)}
     runner = systems["vllm-stage-runner"]
     assert isinstance(runner, VllmSystem)
@@ -102,10 +102,10 @@ def test_the_gap_is_split_by_vllm_with_a_stages_runner_and_an_uncompiled_stage()
         "cudagraph_mode": "FULL_DECODE_ONLY",
     }
     assert dict(runner.env) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
-    graphs = systems["layerbus-1-graphs"]
-    assert isinstance(graphs, LayerbusSystem)
-    plan = layerbus_plan(engine(), graphs, 32, [5000, 8000, 6000])
-    assert plan.env["LAYERBUS_TORCH_COMPILE"] == "0"
+    compiled = systems["layerbus-1-compiled"]
+    assert isinstance(compiled, LayerbusSystem)
+    plan = layerbus_plan(engine(), compiled, 32, [5000, 8000, 6000])
+    assert plan.env["LAYERBUS_TORCH_COMPILE"] == "1"
     # CPU hosts (the smoke run) keep the three systems.
     assert [s.name for s in systems_for("cpu", 1, 0.4)] == [
         "vllm-default",

@@ -7,12 +7,11 @@ import pytest
 from shared.platform_defaults import choose, select_device, stage_kv_cache_gb
 
 
-def test_cuda_defaults_to_bfloat16_compiled_graphs_and_profiled_kv_cache() -> None:
+def test_cuda_defaults_to_bfloat16_decode_graphs_and_profiled_kv_cache() -> None:
     c = choose("cuda")
     assert c.dtype == "bfloat16"
     assert c.enforce_eager is False
-    # None: vLLM's own default compilation, as `vllm serve` runs.
-    assert c.compilation is None
+    assert c.compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
     assert c.kv_cache_bytes is None
     assert c.gpu_memory_utilization == 0.9
 
