@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -29,10 +30,14 @@ def receiver(ctx: zmq.Context) -> tuple[zmq.Socket, str]:  # type: ignore[type-a
     return sock, f"tcp://127.0.0.1:{port}"
 
 
-def nobody_listening(ctx: zmq.Context) -> str:  # type: ignore[type-arg]
-    sock, address = receiver(ctx)
-    sock.close()
-    return address
+@pytest.fixture
+def nobody_listening() -> Iterator[str]:
+    """An address that refuses connections for the whole test: a bound TCP port that never
+    listens. (A closed ZeroMQ listener would not do: its close is asynchronous, and a busy
+    machine can still accept the dial.)"""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{held.getsockname()[1]}"
 
 
 def test_steps_reach_the_next_hop_and_their_sends_complete(ctx: zmq.Context) -> None:  # type: ignore[type-arg]
@@ -55,9 +60,12 @@ def test_steps_reach_the_next_hop_and_their_sends_complete(ctx: zmq.Context) -> 
         sink.close()
 
 
-def test_a_next_hop_that_takes_nothing_is_dialled_again(ctx: zmq.Context) -> None:  # type: ignore[type-arg]
+def test_a_next_hop_that_takes_nothing_is_dialled_again(
+    ctx: zmq.Context,  # type: ignore[type-arg]
+    nobody_listening: str,
+) -> None:
     hop = NextHop(ctx, QUICK, curve.ServiceKeys(), "s")
-    address = nobody_listening(ctx)
+    address = nobody_listening
     try:
         hop.open(address, "")
         # Above pyzmq's copy threshold (64 KiB), so the frame is sent without a copy
@@ -102,10 +110,13 @@ def test_the_ring_dials_at_its_first_send(ctx: zmq.Context) -> None:  # type: ig
         first.close()
 
 
-def test_a_full_ring_drops_tokens_instead_of_blocking(ctx: zmq.Context) -> None:  # type: ignore[type-arg]
+def test_a_full_ring_drops_tokens_instead_of_blocking(
+    ctx: zmq.Context,  # type: ignore[type-arg]
+    nobody_listening: str,
+) -> None:
     ring = RingLink(ctx, QUICK.model_copy(update={"hwm": 1}), curve.ServiceKeys())
     try:
-        ring.open(nobody_listening(ctx), "")
+        ring.open(nobody_listening, "")
         before = dropped.count("stage-data", "ring-full")
         for step in range(5):
             ring.send(wire.Tokens(step_id=step, generation=1))
