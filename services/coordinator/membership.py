@@ -177,7 +177,7 @@ class Membership:
             self.lost(existing, "was restarted")
             existing.state = "dead"
         if self.placing is not None:
-            self.placing.on_register(msg)
+            self.placing.on_register(identity, msg, now)
         log.info(
             "stage %s registered: layers %d:%d at %s (pid %d)",
             record.name,

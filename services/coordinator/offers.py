@@ -7,7 +7,9 @@ assignment keep theirs, and the offering stages fill the gaps (services/coordina
 placement.py). An offer that arrives when the layers are covered becomes a standby
 for the range where it helps most: the slowest range it can hold that no other
 standby holds yet. An assigned stage that stops offering before it registers (it died
-while loading) is dropped, and the plan is made again with the others.
+while loading) is dropped, and the plan is made again with the others. A restarted
+coordinator learns the placed stages from their Register, which carries the offer each
+measured: they stay free to move, pinned stages keep their ranges.
 """
 
 from __future__ import annotations
@@ -105,12 +107,49 @@ class OfferBook:
         record.identity, record.offer, record.last_seen = identity, offer, now
         return record
 
-    def registered(self, info: wire.Register) -> None:
-        """A placed stage loaded its range and registered: it no longer offers."""
+    def registered(self, identity: bytes, info: wire.Register, now: float) -> OfferRecord | None:
+        """A placed stage loaded its range and registered: it no longer offers.
+
+        A placed stage this book holds no offer of was placed by an earlier coordinator
+        (this one restarted since): its Register carries the offer it measured, adopted
+        here as registered at its range, so a re-plan may move it as the earlier
+        coordinator would have. Returns the adopted record (None if nothing was adopted);
+        RegistryError if the carried offer is not this stage's.
+        """
         record = self.offers.get(info.name)
         if record is not None and record.offer.pid == info.pid:
             record.registered = True
             record.assigned = (info.layer_start, info.layer_end)
+            return None
+        if not info.placed or info.offer is None:
+            return None  # pinned (--layers), or a stage too old to send its offer
+        self._check_carried(info, info.offer)
+        adopted = OfferRecord(
+            identity,
+            info.offer,
+            first_seen=now,
+            last_seen=now,
+            assigned=(info.layer_start, info.layer_end),
+            reason="placed before this coordinator started",
+            registered=True,
+        )
+        self.offers[info.name] = adopted
+        return adopted
+
+    def _check_carried(self, info: wire.Register, offer: wire.Offer) -> None:
+        """The offer a Register carries must be the registering stage's own, for this model."""
+        if offer.name != info.name or offer.pid != info.pid:
+            raise RegistryError(
+                f"{info.name} (pid {info.pid}) registered with the offer of {offer.name!r} "
+                f"(pid {offer.pid}); a stage may only carry its own offer"
+            )
+        if offer.num_layers != self.model.num_layers or offer.engine_fingerprint != (
+            self.engine_fingerprint
+        ):
+            raise RegistryError(
+                f"{info.name} carries an offer for another model or engine settings; start "
+                "every service with the same --model and LAYERBUS_* engine settings"
+            )
 
     def expire(self, now: float, timeout: float) -> list[OfferRecord]:
         """Drop offers silent for longer than timeout that never registered.

@@ -110,10 +110,24 @@ class Placing:
         else:
             self.send(identity, wire.OfferSeen(echo=msg.sent_at, why=self.book.waiting_for))
 
-    def on_register(self, msg: wire.Register) -> None:
-        """A placed stage registered its range."""
-        if msg.placed:
-            self.book.registered(msg)
+    def on_register(self, identity: bytes, msg: wire.Register, now: float) -> None:
+        """A placed stage registered its range (placed by this coordinator or, before a
+        restart, by an earlier one: then its Register carries the offer to adopt)."""
+        if not msg.placed:
+            return
+        try:
+            adopted = self.book.registered(identity, msg, now)
+        except RegistryError as err:
+            log.error("ignoring the offer in a registration (the stage counts as pinned): %s", err)
+            return
+        if adopted is not None:
+            log.info(
+                "placement: %s was placed before this coordinator started; it serves layers "
+                "%d:%d and a re-plan may move it",
+                msg.name,
+                msg.layer_start,
+                msg.layer_end,
+            )
 
     def waiting(self) -> str:
         """What placement waits for, for the coordinator's progress line ("" if nothing)."""

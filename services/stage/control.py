@@ -48,6 +48,9 @@ class StageIdentity:
     dtype: str
     max_model_len: int
     placed: bool = False  # the coordinator chose the range and may move it (no --layers)
+    # What a placed stage measured and offered; sent again in Register, so a coordinator
+    # restarted since the stage was placed can still re-plan it.
+    offer: wire.Offer | None = None
 
 
 def register_message(identity: StageIdentity, worker: StageWorker) -> wire.Register:
@@ -70,6 +73,7 @@ def register_message(identity: StageIdentity, worker: StageWorker) -> wire.Regis
         dtype=identity.dtype,
         max_model_len=identity.max_model_len,
         placed=identity.placed,
+        offer=identity.offer if identity.placed else None,
     )
 
 

@@ -32,7 +32,7 @@ from services.stage.reload import reload_process, reloaded
 from services.stage.settings import StageSettings
 from services.stage.step_stats import StepStats
 from services.stage.worker import StageWorker
-from shared import curve
+from shared import curve, wire
 from shared.dropped import export_zeros
 from shared.engine_settings import (
     EngineSettings,
@@ -58,6 +58,7 @@ class StageServer:
         engine: EngineSettings,
         transport: TransportSettings,
         placed: bool = False,
+        offer: wire.Offer | None = None,
     ) -> None:
         self.stage = stage
         self.engine = engine
@@ -138,6 +139,7 @@ class StageServer:
             dtype=config_dtype(config),
             max_model_len=config.model_config.max_model_len,
             placed=placed,
+            offer=offer,
         )
         self.control = make_socket(
             self.ctx,
@@ -253,7 +255,8 @@ def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettin
             return
         stage, offering = given
     try:
-        server = StageServer(stage, engine, transport, placed)
+        offer = offering.offer if offering is not None else None
+        server = StageServer(stage, engine, transport, placed, offer)
     finally:
         if offering is not None:
             offering.close()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.wire.placement import Offer
+
 
 class Register(msgspec.Struct):
     """Stage -> coordinator: a stage has loaded its layers and offers this capacity.
 
     kv_cache_specs is the stage's vLLM KV cache spec, encoded by shared.vllm_bridge.kv_codec.
+    A placed stage also sends the Offer it measured before it was given its range: a
+    coordinator restarted since then has never seen that offer, and needs it to move the
+    stage in a re-plan (it must name this stage and process, or the coordinator ignores it).
     """
 
     name: str
@@ -27,6 +32,7 @@ class Register(msgspec.Struct):
     dtype: str = ""  # what the stage's vLLM config runs (e.g. bfloat16)
     max_model_len: int = 0
     placed: bool = False  # the coordinator chose the range (no --layers): it may re-plan it
+    offer: Offer | None = None  # a placed stage's measured capacity (None: pinned, or older)
 
 
 class Configure(msgspec.Struct):

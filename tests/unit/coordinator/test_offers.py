@@ -35,7 +35,14 @@ def offer(name: str, memory_gb: float = 100.0, speed: float = 1e-3, pid: int = 1
     )
 
 
-def register(name: str, start: int, end: int, pid: int = 1, placed: bool = True) -> wire.Register:
+def register(
+    name: str,
+    start: int,
+    end: int,
+    pid: int = 1,
+    placed: bool = True,
+    carried: wire.Offer | None = None,
+) -> wire.Register:
     return wire.Register(
         name=name,
         layer_start=start,
@@ -48,6 +55,7 @@ def register(name: str, start: int, end: int, pid: int = 1, placed: bool = True)
         engine_fingerprint=FP,
         pid=pid,
         placed=placed,
+        offer=carried,
     )
 
 
@@ -101,7 +109,7 @@ def test_an_offer_once_the_layers_are_covered_becomes_a_standby_of_the_slowest_r
     for r in b.decide(5.0, reg):
         assert r.assigned is not None
         reg.add(r.identity, register(r.name, *r.assigned), now=5.0)
-        b.registered(register(r.name, *r.assigned))
+        b.registered(r.identity, register(r.name, *r.assigned), 5.0)
     # The plan evens the times out: fast holds 23 layers (23 ms a step), slow 7 (21 ms).
     assert reg.stages["fast"].layers == (0, 23)
     b.offer(b"new", offer("new"), now=10.0)
@@ -161,7 +169,7 @@ def placed_chain(b: OfferBook, reg: Registry, names: list[str], now: float) -> N
     for r in b.decide(now + 5.0, reg):
         assert r.assigned is not None
         reg.add(r.identity, register(r.name, *r.assigned), now=now + 5.0)
-        b.registered(register(r.name, *r.assigned))
+        b.registered(r.identity, register(r.name, *r.assigned), 5.0)
 
 
 def test_a_lost_stage_without_standby_re_plans_over_the_survivors() -> None:
@@ -192,3 +200,62 @@ def test_a_re_plan_keeps_pinned_ranges_and_refuses_what_cannot_fit() -> None:
     b.offers[moved.name].offer.memory_bytes = int(0.5 * GIB)
     with pytest.raises(PlacementError, match="layers"):
         b.replan(reg, now=20.0)
+
+
+def restarted(
+    ranges: dict[str, tuple[int, int]], placed: bool = True
+) -> tuple[OfferBook, Registry]:
+    """A fresh coordinator's book and registry: the stages register again with their
+    ranges, each carrying the offer it sent the coordinator before (placed stages)."""
+    b, reg = book(), Registry(30, FP)
+    for name, (start, end) in ranges.items():
+        info = register(name, start, end, placed=placed, carried=offer(name))
+        reg.add(name.encode(), info, now=100.0)
+        b.registered(name.encode(), info, now=100.0)
+    return b, reg
+
+
+def test_a_restarted_coordinator_adopts_the_offer_a_placed_stage_registers_with() -> None:
+    b, reg = restarted({"a": (0, 10), "b": (10, 20), "c": (20, 30)})
+    assert sorted(b.offers) == ["a", "b", "c"]
+    a = b.offers["a"]
+    assert a.registered and not a.standby and a.assigned == (0, 10) and a.identity == b"a"
+    assert b.waiting() == [] and b.decide(200.0, reg) == [], "nothing to plan: all registered"
+    assert b.expire(now=1e6, timeout=1.0) == [], "registered stages never expire"
+    # The planner sees a measured, free stage (not a pinned one at the offers' median).
+    assert b.capacity("a").memory_bytes == 100 * GIB and b.capacity("a").pinned is None
+
+
+def test_after_a_coordinator_restart_a_lost_placed_stage_is_re_planned_over_the_others() -> None:
+    b, reg = restarted({"a": (0, 10), "b": (10, 20), "c": (20, 30)})
+    reg.mark_dead("b")
+    moved = b.replan(reg, now=120.0)
+    assert sorted((r.name, r.assigned) for r in moved) == [("a", (0, 15)), ("c", (15, 30))]
+    assert all(not r.registered for r in moved)
+    assert "re-planned" in moved[0].assign_message().reason
+
+
+def test_a_pinned_or_older_stage_gives_the_restarted_coordinator_no_offer() -> None:
+    b, reg = restarted({"p": (0, 15)}, placed=False)  # --layers: an offer it sent is ignored
+    assert b.offers == {}
+    older = register("q", 15, 30)  # placed, but from a stage that sends no offer
+    reg.add(b"q", older, now=100.0)
+    assert b.registered(b"q", older, now=100.0) is None and b.offers == {}
+    reg.mark_dead("q")
+    with pytest.raises(PlacementError):
+        b.replan(reg, now=120.0)  # only the pinned 0:15 is live: no cover
+
+
+def test_a_register_may_only_carry_its_own_offer_for_this_model() -> None:
+    b = book()
+    other = register("a", 0, 30, carried=offer("b"))
+    with pytest.raises(RegistryError, match="its own offer"):
+        b.registered(b"a", other, now=0.0)
+    stale = register("a", 0, 30, pid=2, carried=offer("a", pid=1))
+    with pytest.raises(RegistryError, match="its own offer"):
+        b.registered(b"a", stale, now=0.0)
+    foreign = offer("a")
+    foreign.engine_fingerprint = "other"
+    with pytest.raises(RegistryError, match="LAYERBUS_"):
+        b.registered(b"a", register("a", 0, 30, carried=foreign), now=0.0)
+    assert b.offers == {}

@@ -74,7 +74,7 @@ def test_a_lost_range_without_standby_moves_the_survivors_and_waits_for_them() -
     for identity, msg in moved.items():
         info = register(identity.decode(), msg.layer_start, msg.layer_end, pid=1)
         registry.add(identity, info, now=10.0)
-        placing.on_register(info)
+        placing.on_register(identity, info, 3.0)
     chain = placing.chain_for_engine()
     assert chain is not None and [r.layers for r in chain] == [(0, 15), (15, 30)]
     assert placing.planned is None  # offered once; the engine sizes its KV cache (kv_resplit)
@@ -118,7 +118,7 @@ def placed_cluster(placing: Placing, registry: Registry, sent: list[tuple[bytes,
             name = identity.decode().removesuffix("#offer")
             info = register(name, msg.layer_start, msg.layer_end)
             registry.add(name.encode(), info, now=3.0)
-            placing.on_register(info)
+            placing.on_register(name.encode(), info, 3.0)
     placing.link.chain = sorted(registry.stages.values(), key=lambda r: r.layers)
     sent.clear()
 
@@ -130,7 +130,7 @@ def join_standby(placing: Placing, registry: Registry, now: float) -> None:
     assert record.standby and record.assigned is not None
     info = register("c", *record.assigned)
     registry.add(b"c", info, now=now + 3.0)
-    placing.on_register(info)
+    placing.on_register(b"c", info, 3.0)
 
 
 def test_a_standby_that_makes_a_better_split_waits_for_the_interval() -> None:
@@ -179,7 +179,7 @@ def placed_three() -> tuple[Placing, Registry, list[tuple[bytes, Any]]]:
             name = identity.decode().removesuffix("#offer")
             info = register(name, msg.layer_start, msg.layer_end)
             registry.add(name.encode(), info, now=3.0)
-            placing.on_register(info)
+            placing.on_register(name.encode(), info, 3.0)
     sent.clear()
     return placing, registry, sent
 
@@ -203,7 +203,7 @@ def test_a_stage_lost_at_the_first_configure_is_planned_without() -> None:
     for name, msg in moved.items():
         info = register(name, msg.layer_start, msg.layer_end, pid=1)
         registry.add(name.encode(), info, now=10.0)
-        placing.on_register(info)
+        placing.on_register(name.encode(), info, 3.0)
     chain = registry.chain()
     assert chain is not None and lost not in [r.name for r in chain]
     placing.engine_starts()
@@ -222,7 +222,7 @@ def test_a_re_planned_chain_the_engine_refused_is_offered_again_without_a_new_sp
     for identity, msg in [(i, m) for i, m in sent if isinstance(m, wire.Assign)]:
         info = register(identity.decode(), msg.layer_start, msg.layer_end, pid=1)
         registry.add(identity, info, now=10.0)
-        placing.on_register(info)
+        placing.on_register(identity, info, 3.0)
     first = placing.chain_for_engine()
     assert first is not None
     sent.clear()
@@ -232,3 +232,42 @@ def test_a_re_planned_chain_the_engine_refused_is_offered_again_without_a_new_sp
         again = placing.chain_for_engine()
     assert again is not None and [r.name for r in again] == [r.name for r in first]
     assert sent == [] and caplog.text == "", "no reload, no repeated log lines"
+
+
+def test_a_restarted_coordinator_re_plans_over_stages_an_earlier_one_placed() -> None:
+    placing, registry, sent = setup()
+    # The stages were placed by the coordinator before this one: no Offer reaches this
+    # one, only their Register, each carrying the offer it measured.
+    for name, span in {"a": (0, 10), "b": (10, 20), "c": (20, 30)}.items():
+        info = register(name, *span, carried=offer(name))
+        registry.add(name.encode(), info, now=3.0)
+        placing.on_register(name.encode(), info, 3.0)
+    placing.link.chain = sorted(registry.stages.values(), key=lambda r: r.layers)
+    registry.mark_dead("b")
+    assert placing.chain_for_engine() is None  # the survivors reload first
+    moved = {i: (m.layer_start, m.layer_end) for i, m in sent if isinstance(m, wire.Assign)}
+    assert moved == {b"a": (0, 15), b"c": (15, 30)}, "not a wait for a stage of 10:20"
+    for identity, span in moved.items():
+        info = register(identity.decode(), *span, carried=offer(identity.decode()))
+        registry.add(identity, info, now=10.0)
+        placing.on_register(identity, info, 10.0)
+    chain = placing.chain_for_engine()
+    assert chain is not None and [r.name for r in chain] == ["a", "c"]
+
+
+def test_a_register_carrying_another_stages_offer_counts_as_pinned(caplog: Any) -> None:
+    import logging
+
+    placing, registry, sent = setup()
+    for name, span in {"a": (0, 15), "b": (15, 30)}.items():
+        info = register(name, *span, carried=offer("a"))
+        registry.add(name.encode(), info, now=3.0)
+        with caplog.at_level(logging.ERROR, logger="layerbus.coordinator"):
+            placing.on_register(name.encode(), info, 3.0)
+    assert "b (pid 1) registered with the offer of 'a'" in caplog.text
+    assert sorted(placing.book.offers) == ["a"]
+    registry.mark_dead("a")
+    sent.clear()
+    assert placing.chain_for_engine() is None
+    # b keeps its range: the re-plan cannot move it, so nothing covers 0:15 and no one reloads.
+    assert [m for _, m in sent if isinstance(m, wire.Assign)] == []

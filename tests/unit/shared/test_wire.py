@@ -75,3 +75,71 @@ def test_every_message_of_the_wire_modules_is_reexported_by_shared_wire() -> Non
             if isinstance(value, type) and issubclass(value, msgspec.Struct):
                 assert getattr(wire, name, None) is value, f"shared.wire lacks {name}"
                 assert name in wire.__all__, f"{name} missing from shared.wire.__all__"
+
+
+def placed_register(offer: wire.Offer | None) -> wire.Register:
+    return wire.Register(
+        name="host-7",
+        layer_start=0,
+        layer_end=15,
+        num_layers=30,
+        data_address="tcp://127.0.0.1:7001",
+        kv_cache_specs=b"",
+        available_kv_bytes=1 << 20,
+        kv_cache_layouts=["NHD"],
+        engine_fingerprint="fp",
+        pid=7,
+        placed=True,
+        offer=offer,
+    )
+
+
+def measured_offer(decode_s: float = 1e-3) -> wire.Offer:
+    return wire.Offer(
+        name="host-7",
+        pid=7,
+        num_layers=30,
+        engine_fingerprint="fp",
+        device="cpu",
+        memory_bytes=1 << 30,
+        decode_s=decode_s,
+        prefill_s=2e-2,
+        head_s=5e-3,
+        link_s=1e-4,
+        memory_why="--memory-gb 1",
+    )
+
+
+def test_a_placed_register_carries_its_measured_offer_through_the_decode() -> None:
+    msg = placed_register(measured_offer())
+    got = codec.decode(codec.encode(msg))
+    assert got == msg and isinstance(got, wire.Register)
+    assert got.offer is not None and got.offer.decode_s == 1e-3 and got.offer.head_s == 5e-3
+
+
+def test_a_register_without_an_offer_still_decodes_both_ways() -> None:
+    # An older stage sends no offer: the field reads None.
+    older = msgspec.structs.asdict(placed_register(None))
+    del older["offer"]
+    got = codec.decode([codec.encode(placed_register(None))[0], msgspec.msgpack.encode(older)])
+    assert isinstance(got, wire.Register) and got.offer is None
+
+    # An older coordinator's Register lacks the field and ignores it.
+    class OlderRegister(msgspec.Struct):
+        name: str
+        layer_start: int
+        layer_end: int
+        placed: bool = False
+
+    body = codec.encode(placed_register(measured_offer()))[1]
+    old = msgspec.msgpack.decode(body, type=OlderRegister)
+    assert (old.name, old.layer_start, old.layer_end, old.placed) == ("host-7", 0, 15, True)
+
+
+def test_the_offer_a_register_carries_is_held_to_the_offer_ranges() -> None:
+    bad = msgspec.structs.asdict(placed_register(None))
+    bad["offer"] = msgspec.structs.asdict(measured_offer())
+    bad["offer"]["decode_s"] = 0.0
+    frames = [codec.encode(placed_register(None))[0], msgspec.msgpack.encode(bad)]
+    with pytest.raises(wire.WireError, match="decode_s"):
+        codec.decode(frames)

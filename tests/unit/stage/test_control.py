@@ -6,6 +6,7 @@ sends it; everything the control plane drives is a fake that records calls.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +19,7 @@ from vllm.v1.kv_cache_interface import (
     KVCacheTensor,
 )
 
-from services.stage.control import ControlPlane, StageIdentity
+from services.stage.control import ControlPlane, StageIdentity, register_message
 from services.stage.membership import Membership
 from shared import codec, curve, dropped, wire
 from shared.vllm_bridge.kv_codec import decode_kv, encode_kv
@@ -282,3 +283,22 @@ def test_leave_names_the_reason() -> None:
     assert plane.leaving == "SIGTERM"
     plane.leave()
     assert sock.sent == [wire.Leave(name="stage-0-15", pid=os.getpid(), reason="SIGTERM")]
+
+
+def test_a_placed_stage_registers_with_the_offer_it_measured_a_pinned_one_without() -> None:
+    measured = wire.Offer(
+        name="host-7",
+        pid=os.getpid(),
+        num_layers=30,
+        engine_fingerprint="shape",
+        device="cpu",
+        memory_bytes=1 << 30,
+        decode_s=1e-3,
+        prefill_s=2e-2,
+    )
+    placed = dataclasses.replace(IDENTITY, name="host-7", placed=True, offer=measured)
+    got = codec.decode(codec.encode(register_message(placed, FakeWorker())))  # type: ignore[arg-type]
+    assert isinstance(got, wire.Register) and got.placed and got.offer == measured
+    pinned = dataclasses.replace(IDENTITY, offer=measured)  # --layers: the range is not placement's
+    got = codec.decode(codec.encode(register_message(pinned, FakeWorker())))  # type: ignore[arg-type]
+    assert isinstance(got, wire.Register) and not got.placed and got.offer is None
