@@ -5,6 +5,8 @@ engine's count: the engine shrinks its KV cache (no stage over-allocates), and a
 coordinator restarted afterwards serves again with the stages as they are.
 (b) A stage killed while the coordinator configures its first chain is dropped, and
 the coordinator plans again with the others instead of exiting.
+(c) A coordinator restarted after placing its stages still re-plans when one is lost:
+the stages' Register carries their offers, so it does not wait for a replacement.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.e2e.test_placement import (
     new_cluster,
     spawn_gateway,
     spawn_placed,
+    stages_by_name,
     texts,
 )
 
@@ -133,3 +136,40 @@ def test_a_stage_killed_during_the_first_configure_is_dropped_and_the_others_ser
     finally:
         cluster.stop()
 
+
+
+def test_a_restarted_coordinator_re_plans_a_lost_placed_stage_over_the_others(
+    model_path: str, tmp_path: Path
+) -> None:
+    # Both offers in one plan, even when one measures a little slower.
+    cluster = new_cluster(model_path, tmp_path, settle_s=5.0)
+    try:
+        labels = {spawn_placed(cluster, label, None): label for label in ("p1", "p2")}
+        spawn_gateway(cluster)
+        cluster.wait_healthy(600)
+        wait_for(lambda: covers(active_chain(cluster)) and len(active_chain(cluster)) == 2,
+                 "two placed stages serve", timeout=300)
+        old = status(cluster)["coordinator"]["incarnation"]
+        stop_group(cluster.procs["coordinator"])
+        cluster.spawn("coordinator-2", ["coordinator", "--bind", cluster.coordinator])
+
+        def serving_again() -> bool:
+            now = status(cluster)["coordinator"]
+            return bool(now["incarnation"] != old and now["ready"])
+
+        wait_for(serving_again, "the restarted coordinator serves", timeout=300)
+        # The new coordinator knows the stages as placed (their Register carried the offer).
+        assert all(stages_by_name(cluster)[name]["placed"] for name in labels)
+        reference = texts(run_streams(cluster.url, STREAMS, TOKENS))
+        victim, survivor = (name for name, _, _ in active_chain(cluster))
+
+        def kill(_: list[StreamResult]) -> None:
+            os.kill(cluster.procs[labels[victim]].pid, signal.SIGKILL)
+
+        assert texts(run_streams(cluster.url, STREAMS, TOKENS, during=kill)) == reference
+        assert active_chain(cluster) == [(survivor, 0, 30)]
+        log = cluster.tail("coordinator-2", 400)
+        assert "re-planned over the live stages" in log, log
+        assert f"new split: {survivor}[0:30]" in log, log
+    finally:
+        cluster.stop()
