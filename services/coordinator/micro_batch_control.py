@@ -15,7 +15,7 @@ and raises M when
 
     in flight >= M - 0.5   (the chain, not the coordinator, holds the work)
     busiest stage < 85 % busy
-    no chain stage waited for a CPU 10 % of the window or more
+    no chain stage waited for a CPU 5 % of the window or more
     running requests >= 2 x (M + 1)   (every micro-batch keeps at least 2)
     M < the cap (--max-micro-batches).
 
@@ -25,9 +25,9 @@ ready to run but waiting for a CPU (services/stage/cpu_wait.py; its heartbeats
 carry the total). Between its steps it then looks idle, yet more micro-batches
 cannot feed it: the cores are the limit, and each step streams the stage's
 weights however few tokens it carries, so smaller micro-batches only cost more
-CPU per token. On two cores with three stages at 16 streams, M went 3 -> 8 by
-the busy rule alone and the output fell from ~76 to ~40-51 tok/s
-(docs/benchmark.md, 2026-12-04 session 8).
+CPU per token. Three stages on two cores at 16 streams: the busy rule alone took
+M from 3 to 8, the CPU per output token grew from ~18 ms to ~38 ms and the output
+fell from ~95 to ~53 tok/s (docs/benchmark.md, 2026-12-04, session 8).
 
 While the steps travel, a stage's busy share grows about in proportion to M
 (each micro-batch brings the same work per round trip), so the raise is sized
@@ -54,7 +54,11 @@ from typing import Any, Protocol
 RAISE_WINDOW_S = 5.0
 BUSY_ENOUGH = 0.85  # a bottleneck stage this busy is fed well enough
 BUSY_AIM = 0.95  # a raise is sized to make the busiest stage this busy
-CPU_WAIT_LIMIT = 0.10  # a stage waiting for a CPU this share of the window is starved
+# A stage waiting for a CPU this share of the window is starved. A stage with a host of
+# its own waits ~1 % (its own threads, the OS); three stages on two cores at M = 3 waited
+# 8-21 % (the most waiting stage of each 5 s window), and at 10 % the rule still let
+# quiet windows raise M to 4, which cost ~15 % of the throughput there.
+CPU_WAIT_LIMIT = 0.05
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,10 @@ def test_cap_and_too_few_requests_stop_the_raise() -> None:
 
 
 def test_a_stage_waiting_for_a_cpu_keeps_m() -> None:
-    # The busy rule alone would raise 3 -> 4 (70 % busy); a stage that waited for a CPU
-    # a tenth of the window shares its cores: more micro-batches cannot feed it.
+    # The busy rule alone would raise 3 -> 5 (70 % busy); a stage that waited for a CPU
+    # a twentieth of the window or more shares its cores: more micro-batches cannot feed it.
     assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.0)) == 5
-    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.09)) == 5
+    assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.04)) == 5
     assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=CPU_WAIT_LIMIT)) == 3
     assert wanted_micro_batches(3, 12, Measure(3.0, 0.7, 16, cpu_wait=0.4)) == 3
 
