@@ -40,8 +40,12 @@ DEFAULT_SPLITS = "11:8:11,11:9:10,10:9:11,10:10:10"
 ORDERS = ("alternate", "placed-first", "hand-first")
 PLACED = "placed"
 LABELS = ("a", "b", "capped")
-# Coordinator log lines each run keeps (what the engine started with, each raise of M).
-LOG_LINES = re.compile(r"engine ready: .*|raising micro-batches .*|all layers covered: .*")
+# Coordinator log lines each run keeps (the chain, what the engine started with, each raise
+# of M and a hold for want of CPU).
+LOG_LINES = re.compile(
+    r"engine ready: .*|raising micro-batches .*|keeping \d+ micro-batches: .*"
+    r"|all layers covered: .*"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -97,15 +97,17 @@ def test_placed_chain_names_stages_by_label_in_layer_order() -> None:
     assert placed_chain(status, pids) == [("b", 0, 12), ("a", 12, 28), ("capped", 28, 30)]
 
 
-def test_log_lines_keep_the_engine_start_and_each_raise() -> None:
+def test_log_lines_keep_the_engine_start_each_raise_and_a_hold() -> None:
     text = (
         "09:32:10 coordinator INFO waiting for stages\n"
         "09:32:16 coordinator INFO engine ready: 3 stages, 113 KV blocks, 3 micro-batches\n"
         "09:32:45 coordinator INFO raising micro-batches 3 -> 4: 4.5 in flight\n"
+        "09:32:50 coordinator INFO keeping 4 micro-batches: a chain stage waited\n"
     )
     assert log_lines(text) == [
         "engine ready: 3 stages, 113 KV blocks, 3 micro-batches",
         "raising micro-batches 3 -> 4: 4.5 in flight",
+        "keeping 4 micro-batches: a chain stage waited",
     ]
 
 
