@@ -84,20 +84,16 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"| {_fmt(_metric(summary, system, c, 'median_ttft_ms'), 1)} "
                 f"| {_fmt(r.get('throughput'), 2)} | {_fmt(r.get('tpot'), 2)} |"
             )
-    ready = summary.get("ready_s", {})
-    if ready:
-        lines += [
-            "",
-            "Start-up to first answer, s: "
-            + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in ready.items()),
-        ]
-    rejoin = summary.get("rejoin_s", {})
-    if rejoin:
-        lines += [
-            "",
-            "Last stage killed and started again, s to the next answer: "
-            + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in rejoin.items()),
-        ]
+    for key, title in (
+        ("ready_s", "Start-up to first answer, s"),
+        ("rejoin_s", "Last stage killed and started again, s to the next answer"),
+    ):
+        seconds = summary.get(key, {})
+        if seconds:
+            lines += [
+                "",
+                f"{title}: " + ", ".join(f"{labels.get(k, k)} {v:.0f}" for k, v in seconds.items()),
+            ]
     greedy = summary.get("greedy", {})
     if greedy:
         lines += [

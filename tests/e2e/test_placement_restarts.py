@@ -47,6 +47,19 @@ def total_blocks(cluster: Cluster) -> int:
     return int(status(cluster)["coordinator"]["num_total_blocks"])
 
 
+def restart_coordinator(cluster: Cluster) -> None:
+    """SIGTERM the coordinator, start a new one on its address, wait until it serves."""
+    old = status(cluster)["coordinator"]["incarnation"]
+    stop_group(cluster.procs["coordinator"])
+    cluster.spawn("coordinator-2", ["coordinator", "--bind", cluster.coordinator])
+
+    def serving_again() -> bool:
+        now = status(cluster)["coordinator"]
+        return bool(now["incarnation"] != old and now["ready"])
+
+    wait_for(serving_again, "the restarted coordinator serves", timeout=300)
+
+
 def alive(cluster: Cluster, label: str) -> bool:
     return cluster.procs[label].poll() is None
 
@@ -85,15 +98,7 @@ def test_after_a_re_plan_a_restarted_coordinator_serves_the_same_text(
         assert "the first of the" in cluster.tail("pinned", 100), "the pinned stage kept its cache"
 
         # Restart the coordinator: the stages keep what they hold and register again.
-        old = status(cluster)["coordinator"]["incarnation"]
-        stop_group(cluster.procs["coordinator"])
-        cluster.spawn("coordinator-2", ["coordinator", "--bind", cluster.coordinator])
-
-        def serving_again() -> bool:
-            now = status(cluster)["coordinator"]
-            return bool(now["incarnation"] != old and now["ready"])
-
-        wait_for(serving_again, "the restarted coordinator serves", timeout=300)
+        restart_coordinator(cluster)
         assert texts(run_streams(cluster.url, STREAMS, TOKENS)) == reference
         assert alive(cluster, "coordinator-2") and alive(cluster, "pinned")
         assert alive(cluster, labels[survivor])
@@ -149,15 +154,7 @@ def test_a_restarted_coordinator_re_plans_a_lost_placed_stage_over_the_others(
         cluster.wait_healthy(600)
         wait_for(lambda: covers(active_chain(cluster)) and len(active_chain(cluster)) == 2,
                  "two placed stages serve", timeout=300)
-        old = status(cluster)["coordinator"]["incarnation"]
-        stop_group(cluster.procs["coordinator"])
-        cluster.spawn("coordinator-2", ["coordinator", "--bind", cluster.coordinator])
-
-        def serving_again() -> bool:
-            now = status(cluster)["coordinator"]
-            return bool(now["incarnation"] != old and now["ready"])
-
-        wait_for(serving_again, "the restarted coordinator serves", timeout=300)
+        restart_coordinator(cluster)
         # The new coordinator knows the stages as placed (their Register carried the offer).
         assert all(stages_by_name(cluster)[name]["placed"] for name in labels)
         reference = texts(run_streams(cluster.url, STREAMS, TOKENS))
