@@ -9,19 +9,54 @@ stages: activations arrive and leave through ZeroMQ (services/stage/hop.py).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from services.stage.layers import LocalPartition
 
+_RENDEZVOUS_PREFIX = "layerbus-stage-"
+_RENDEZVOUS_NAME = re.compile(rf"{_RENDEZVOUS_PREFIX}(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_rendezvous(root: Path) -> list[Path]:
+    """Remove rendezvous folders whose stage process is gone (killed stages leave them)."""
+    removed = []
+    for folder in root.glob(f"{_RENDEZVOUS_PREFIX}*"):
+        match = _RENDEZVOUS_NAME.match(folder.name)
+        if match and folder.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
 
 def _private_init_method() -> str:
-    """A file rendezvous for this process's world of one: no port to race for."""
-    folder = tempfile.mkdtemp(prefix="layerbus-stage-")
+    """A file rendezvous for this process's world of one: no port to race for.
+
+    torch's FileStore reopens the file for every operation, so the folder must
+    live as long as the process; it goes at exit, and a later stage on the host
+    sweeps the folders of stages that were killed.
+    """
+    root = Path(tempfile.gettempdir())
+    sweep_stale_rendezvous(root)
+    folder = tempfile.mkdtemp(prefix=f"{_RENDEZVOUS_PREFIX}{os.getpid()}-", dir=root)
+    atexit.register(shutil.rmtree, folder, True)
     return f"file://{folder}/torch-dist-init"
 
 

@@ -7,6 +7,10 @@ otherwise fail only as a token mismatch.
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -84,3 +88,22 @@ def test_the_worker_wrapper_takes_the_arguments_we_pass() -> None:
             assert callable(getattr(cls, method, None)), (
                 f"vLLM's {cls.__name__}.{method}() (StageWorker calls it)"
             )
+
+
+def test_sweep_removes_rendezvous_folders_of_dead_stages_only(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    dead = tmp_path / f"layerbus-stage-{dead_pid}-abc"
+    alive = tmp_path / f"layerbus-stage-{os.getpid()}-def"
+    unrelated = tmp_path / "layerbus-stage-xyz"
+    for folder in (dead, alive, unrelated):
+        folder.mkdir()
+        (folder / "torch-dist-init").write_text("x")
+    assert worker.sweep_stale_rendezvous(tmp_path) == [dead]
+    assert not dead.exists()
+    assert alive.exists() and unrelated.exists()
