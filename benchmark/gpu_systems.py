@@ -97,7 +97,8 @@ System = VllmSystem | LayerbusSystem
 def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[System]:
     """(a) vllm serve defaults, (b) layerbus 1 stage, (c) 2 stages sharing one device;
     on CUDA also `vllm serve` with the stages' runner settings and one stage with
-    --torch-compile (where the gap to vLLM's defaults comes from); with gpus > 1 also
+    --torch-compile (where the gap to vLLM's defaults comes from), with vLLM's graphs or
+    with full decode graphs only (no piecewise graphs to launch); with gpus > 1 also
     (d) one stage per GPU, vLLM pipeline and tensor parallel over them."""
     device = "cuda:0" if platform == "cuda" else ""
     out: list[System] = [VllmSystem("vllm-default", "`vllm serve` defaults")]
@@ -118,6 +119,17 @@ def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[Syste
                 "layerbus, 1 stage, --torch-compile",
                 (device,),
                 env=(("LAYERBUS_TORCH_COMPILE", "1"),),
+            )
+        )
+        out.append(
+            LayerbusSystem(
+                "layerbus-1-compiled-decode",
+                "layerbus, 1 stage, --torch-compile, full decode graphs only",
+                (device,),
+                env=(
+                    ("LAYERBUS_TORCH_COMPILE", "1"),
+                    ("LAYERBUS_CUDAGRAPH_MODE", "FULL_DECODE_ONLY"),
+                ),
             )
         )
     out += [

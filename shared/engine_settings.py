@@ -34,6 +34,12 @@ class EngineSettings(BaseSettings):
         "cached per layer range; a restart still takes longer); default: full CUDA graphs for "
         "decode batches only, no compile. Ignored on CPU",
     )
+    cudagraph_mode: str = Field(
+        "",
+        description="CUDA: vLLM's CUDA graph mode (NONE, PIECEWISE, FULL, FULL_DECODE_ONLY, "
+        "FULL_AND_PIECEWISE); default: FULL_DECODE_ONLY without compile, vLLM's own with "
+        "--torch-compile. Ignored on CPU",
+    )
     max_model_len: int = Field(2048, description="longest prompt + completion, tokens")
     max_num_seqs: int = Field(64, description="most sequences in one engine step")
     max_num_batched_tokens: int = Field(
@@ -101,6 +107,7 @@ class EngineSettings(BaseSettings):
             kv_cache_gb=kv_cache_gb,
             gpu_memory_utilization=gpu_memory_utilization,
             torch_compile=self.torch_compile,
+            cudagraph_mode=self.cudagraph_mode,
         )
 
     def resolved_model(self) -> str:

@@ -21,6 +21,12 @@ DEFAULT_CPU_KV_CACHE_GB = 0.5
 # re-placed onto new layers compiles them cold (docs/gpu.md, 2026-12-04 run F).
 CUDA_TORCH_COMPILE = False
 
+# vLLM's CUDAGraphMode names (vllm/config/compilation.py), for --cudagraph-mode.
+CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
+# Without torch.compile a stage captures full graphs of decode batches only: piecewise
+# graphs need compiled pieces.
+UNCOMPILED_CUDAGRAPH_MODE = "FULL_DECODE_ONLY"
+
 
 @dataclass(frozen=True)
 class PlatformChoice:
@@ -34,6 +40,15 @@ class PlatformChoice:
     # Fixed KV cache bytes, or None to size it from free GPU memory.
     kv_cache_bytes: int | None
     gpu_memory_utilization: float
+    # torch.compile on (CUDA only).
+    compiled: bool = False
+
+    def describe(self) -> str:
+        """How the layers run, for a stage's start-up log."""
+        if self.enforce_eager:
+            return "eager"
+        graphs = (self.compilation or {}).get("cudagraph_mode", "vLLM's default")
+        return f"{'torch.compile' if self.compiled else 'no compile'}, {graphs} CUDA graphs"
 
 
 def detect_platform() -> Platform:
@@ -51,6 +66,7 @@ def choose(
     kv_cache_gb: float | None = None,
     gpu_memory_utilization: float | None = None,
     torch_compile: bool | None = None,
+    cudagraph_mode: str = "",
 ) -> PlatformChoice:
     """Fill unset choices with the platform's defaults.
 
@@ -59,10 +75,18 @@ def choose(
     Inductor at start-up; see CUDA_TORCH_COMPILE), KV cache sized by vLLM from the
     free GPU memory under gpu_memory_utilization. torch_compile=True: vLLM's own
     default compilation instead (torch.compile, piecewise + full CUDA graphs), as
-    `vllm serve` runs. enforce_eager: neither.
+    `vllm serve` runs. cudagraph_mode: one of vLLM's CUDAGraphMode names instead of
+    those defaults. enforce_eager: neither.
     CPU: float32, eager (vLLM's CPU backend has no graphs), a fixed KV cache of
-    kv_cache_gb (see stage_kv_cache_gb); torch_compile is ignored there.
+    kv_cache_gb (see stage_kv_cache_gb); torch_compile and cudagraph_mode are ignored
+    there.
     """
+    mode = cudagraph_mode.strip().upper()
+    if mode and mode not in CUDAGRAPH_MODES:
+        raise ValueError(
+            f"--cudagraph-mode {cudagraph_mode!r} is not one of vLLM's: "
+            + ", ".join(CUDAGRAPH_MODES)
+        )
     util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     if not 0 < util <= 1:
         raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {util}")
@@ -72,15 +96,32 @@ def choose(
             raise ValueError(
                 "--torch-compile runs CUDA graphs: drop --enforce-eager, or drop --torch-compile"
             )
-        compile_ = CUDA_TORCH_COMPILE if torch_compile is None else torch_compile
-        graphs_only = {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+        if eager and mode not in ("", "NONE"):
+            raise ValueError(
+                f"--cudagraph-mode {mode} needs CUDA graphs: drop --enforce-eager, or drop "
+                "--cudagraph-mode"
+            )
+        compile_ = not eager and (CUDA_TORCH_COMPILE if torch_compile is None else torch_compile)
+        if mode and not compile_ and "PIECEWISE" in mode:
+            raise ValueError(
+                f"--cudagraph-mode {mode} needs torch.compile's pieces: add --torch-compile, "
+                f"or use {UNCOMPILED_CUDAGRAPH_MODE} or FULL"
+            )
+        compilation: dict[str, object] | None
+        if eager:
+            compilation = None
+        elif compile_:
+            compilation = {"cudagraph_mode": mode} if mode else None
+        else:
+            compilation = {"mode": 0, "cudagraph_mode": mode or UNCOMPILED_CUDAGRAPH_MODE}
         return PlatformChoice(
             platform=platform,
             dtype=dtype or "bfloat16",
             enforce_eager=eager,
-            compilation=None if eager or compile_ else graphs_only,
+            compilation=compilation,
             kv_cache_bytes=int(kv_cache_gb * (1 << 30)) if kv_cache_gb else None,
             gpu_memory_utilization=util,
+            compiled=compile_,
         )
     if enforce_eager is False:
         raise ValueError("CUDA graphs need a GPU: drop --no-enforce-eager on a CPU host")

@@ -86,15 +86,10 @@ class StageServer:
         choice = engine.platform_choice(
             stage_kv_cache_gb(platform, stage.kv_cache_gb), stage.gpu_memory_utilization, platform
         )
-        graphs = (
-            "eager"
-            if choice.enforce_eager
-            else ("torch.compile" if choice.compilation is None else "decode CUDA graphs")
-        )
-        log.info("%s: %s, dtype %s, %s", self.name, platform, choice.dtype, graphs)
-        if graphs == "torch.compile":
+        log.info("%s: %s, dtype %s, %s", self.name, platform, choice.dtype, choice.describe())
+        if platform == "cuda":
             os.environ.update(range_cache_env(os.environ, start, end, num_layers))
-            log.info("%s: compile cache %s", self.name, os.environ["VLLM_CACHE_ROOT"])
+            log.info("%s: vLLM cache %s", self.name, os.environ["VLLM_CACHE_ROOT"])
         # A stage holding the whole model on a GPU runs vLLM's async model runner, as
         # `vllm serve` does; in a chain the runners stay synchronous and the token ring
         # feeds the first stage (vLLM's CPU platform turns async scheduling off itself).

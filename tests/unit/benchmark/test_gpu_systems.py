@@ -29,9 +29,10 @@ def test_one_gpu_compares_vllm_defaults_one_stage_and_two_sharing_it() -> None:
         "vllm-stage-runner",
         "layerbus-1",
         "layerbus-1-compiled",
+        "layerbus-1-compiled-decode",
         "layerbus-2-shared",
     ]
-    one, shared = systems[2], systems[4]
+    one, shared = systems[2], systems[5]
     assert isinstance(one, LayerbusSystem) and isinstance(shared, LayerbusSystem)
     assert one.devices == ("cuda:0",) and one.gpu_memory_utilization is None
     assert shared.devices == ("cuda:0", "cuda:0") and shared.gpu_memory_utilization == 0.4
@@ -106,6 +107,8 @@ def test_the_gap_is_split_by_vllm_with_a_stages_runner_and_a_compiled_stage() ->
     assert isinstance(compiled, LayerbusSystem)
     plan = layerbus_plan(engine(), compiled, 32, [5000, 8000, 6000])
     assert plan.env["LAYERBUS_TORCH_COMPILE"] == "1"
+    decode = layerbus_plan(engine(), systems["layerbus-1-compiled-decode"], 32, [5000, 8000, 6000])
+    assert decode.env["LAYERBUS_CUDAGRAPH_MODE"] == "FULL_DECODE_ONLY"
     # CPU hosts (the smoke run) keep the three systems.
     assert [s.name for s in systems_for("cpu", 1, 0.4)] == [
         "vllm-default",

@@ -63,3 +63,25 @@ def test_torch_compile_leaves_cuda_compilation_to_vllm() -> None:
     # The CPU backend stays eager whatever the setting (a shared environment may carry it).
     assert choose("cpu", torch_compile=True).compilation is None
     assert choose("cpu", torch_compile=True).enforce_eager is True
+
+
+def test_cudagraph_mode_replaces_the_graphs_default() -> None:
+    compiled = choose("cuda", torch_compile=True, cudagraph_mode="full_decode_only")
+    assert compiled.compilation == {"cudagraph_mode": "FULL_DECODE_ONLY"}
+    assert compiled.compiled
+    assert compiled.describe() == "torch.compile, FULL_DECODE_ONLY CUDA graphs"
+    plain = choose("cuda", torch_compile=False, cudagraph_mode="FULL")
+    assert plain.compilation == {"mode": 0, "cudagraph_mode": "FULL"}
+    assert plain.describe() == "no compile, FULL CUDA graphs"
+    assert choose("cuda", torch_compile=True).describe() == (
+        "torch.compile, vLLM's default CUDA graphs"
+    )
+    assert choose("cuda", enforce_eager=True).describe() == "eager"
+    with pytest.raises(ValueError, match="not one of vLLM's: NONE, PIECEWISE"):
+        choose("cuda", cudagraph_mode="FULLY")
+    with pytest.raises(ValueError, match="--torch-compile"):
+        choose("cuda", torch_compile=False, cudagraph_mode="FULL_AND_PIECEWISE")
+    with pytest.raises(ValueError, match="--enforce-eager"):
+        choose("cuda", enforce_eager=True, cudagraph_mode="FULL")
+    # The CPU backend has no graphs: the setting is ignored there.
+    assert choose("cpu", cudagraph_mode="FULL").compilation is None
