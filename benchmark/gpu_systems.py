@@ -96,9 +96,9 @@ System = VllmSystem | LayerbusSystem
 
 def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[System]:
     """(a) vllm serve defaults, (b) layerbus 1 stage, (c) 2 stages sharing one device;
-    on CUDA also `vllm serve` with the stages' runner settings and one stage with
-    --torch-compile (where the gap to vLLM's defaults comes from), with vLLM's graphs or
-    with full decode graphs only (no piecewise graphs to launch); with gpus > 1 also
+    on CUDA also `vllm serve` with an uncompiled stage's runner settings and one stage
+    with --no-torch-compile (what compile gives, and what it costs a rejoin); with
+    gpus > 1 also
     (d) one stage per GPU, vLLM pipeline and tensor parallel over them."""
     device = "cuda:0" if platform == "cuda" else ""
     out: list[System] = [VllmSystem("vllm-default", "`vllm serve` defaults")]
@@ -115,21 +115,10 @@ def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[Syste
     if platform == "cuda":
         out.append(
             LayerbusSystem(
-                "layerbus-1-compiled",
-                "layerbus, 1 stage, --torch-compile",
+                "layerbus-1-uncompiled",
+                "layerbus, 1 stage, --no-torch-compile",
                 (device,),
-                env=(("LAYERBUS_TORCH_COMPILE", "1"),),
-            )
-        )
-        out.append(
-            LayerbusSystem(
-                "layerbus-1-compiled-decode",
-                "layerbus, 1 stage, --torch-compile, full decode graphs only",
-                (device,),
-                env=(
-                    ("LAYERBUS_TORCH_COMPILE", "1"),
-                    ("LAYERBUS_CUDAGRAPH_MODE", "FULL_DECODE_ONLY"),
-                ),
+                env=(("LAYERBUS_TORCH_COMPILE", "0"),),
             )
         )
     out += [

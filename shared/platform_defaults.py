@@ -16,10 +16,13 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # A CPU stage's KV cache when none is named (vLLM's CPU worker sizes nothing itself).
 DEFAULT_CPU_KV_CACHE_GB = 0.5
 # Whether a CUDA stage compiles its layers (torch.compile, as `vllm serve` does) when
-# neither --torch-compile nor --no-torch-compile is given. Off: compiling made c=1-32
-# faster on the H200 but a killed stage rejoined in 81 s instead of 31 s, and a stage
-# re-placed onto new layers compiles them cold (docs/gpu.md, 2026-12-04 run F).
-CUDA_TORCH_COMPILE = False
+# neither --torch-compile nor --no-torch-compile is given. On: one stage on the H200
+# gave 0.99 / 1.03 / 1.02 x `vllm serve` at c = 1 / 32 / 128 compiled against 0.96 /
+# 0.99 / 1.00 without; with the compile cache, Triton's cache and vLLM's startup plan
+# kept per layer range (services/stage/compile_cache.py) a killed stage answered again
+# 39 s after its restart against 32 s uncompiled (81 s before those caches). A stage
+# re-placed onto new layers compiles them once, about 30 s more (docs/gpu.md, run H).
+CUDA_TORCH_COMPILE = True
 
 # vLLM's CUDAGraphMode names (vllm/config/compilation.py), for --cudagraph-mode.
 CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
@@ -71,12 +74,11 @@ def choose(
     """Fill unset choices with the platform's defaults.
 
     CUDA: bfloat16 (the bundled model's config says float32, which rules out
-    FlashAttention), CUDA graphs for full decode batches without torch.compile (no
-    Inductor at start-up; see CUDA_TORCH_COMPILE), KV cache sized by vLLM from the
-    free GPU memory under gpu_memory_utilization. torch_compile=True: vLLM's own
-    default compilation instead (torch.compile, piecewise + full CUDA graphs), as
-    `vllm serve` runs. cudagraph_mode: one of vLLM's CUDAGraphMode names instead of
-    those defaults. enforce_eager: neither.
+    FlashAttention), vLLM's own default compilation (torch.compile, piecewise + full
+    CUDA graphs, as `vllm serve` runs; see CUDA_TORCH_COMPILE), KV cache sized by vLLM
+    from the free GPU memory under gpu_memory_utilization. torch_compile=False: CUDA
+    graphs of full decode batches only, no Inductor. cudagraph_mode: one of vLLM's
+    CUDAGraphMode names instead of those defaults. enforce_eager: neither.
     CPU: float32, eager (vLLM's CPU backend has no graphs), a fixed KV cache of
     kv_cache_gb (see stage_kv_cache_gb); torch_compile and cudagraph_mode are ignored
     there.

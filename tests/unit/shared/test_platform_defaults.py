@@ -7,11 +7,12 @@ import pytest
 from shared.platform_defaults import choose, select_device, stage_kv_cache_gb
 
 
-def test_cuda_defaults_to_bfloat16_decode_graphs_and_profiled_kv_cache() -> None:
+def test_cuda_defaults_to_bfloat16_vllms_compilation_and_profiled_kv_cache() -> None:
     c = choose("cuda")
     assert c.dtype == "bfloat16"
     assert c.enforce_eager is False
-    assert c.compilation == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    # None: vLLM's own default (torch.compile, piecewise + full CUDA graphs).
+    assert (c.compilation, c.compiled) == (None, True)
     assert c.kv_cache_bytes is None
     assert c.gpu_memory_utilization == 0.9
 
