@@ -60,7 +60,7 @@ prometheus:
 # (CI runs it after `make test`).
 test: install lint prometheus
 	$(BIN)/layerbus prepare-model
-	$(BIN)/python -m pytest -q -rs tests --ignore=tests/benchmark -m "not long"
+	$(BIN)/python -m pytest -q -rs --durations=25 tests --ignore=tests/benchmark -m "not long"
 
 test-bench: install
 	$(BIN)/layerbus prepare-model
