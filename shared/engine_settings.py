@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.platform_defaults import Platform, PlatformChoice, choose, detect_platform
+from shared.platform_defaults import (
+    CUDAGRAPH_MODES,
+    Platform,
+    PlatformChoice,
+    choose,
+    detect_platform,
+)
 
 # vLLM's load format that fills every weight with random values and reads no weight file.
 DUMMY_LOAD_FORMAT = "dummy"
@@ -64,6 +70,16 @@ class EngineSettings(BaseSettings):
     def _lowercase(cls, value: str) -> str:
         # vLLM lowercases it too; the fingerprint must compare what vLLM runs.
         return value.strip().lower() or "auto"
+
+    @field_validator("cudagraph_mode")
+    @classmethod
+    def _graph_mode(cls, value: str) -> str:
+        mode = value.strip().upper()
+        if mode and mode not in CUDAGRAPH_MODES:
+            raise ValueError(
+                f"--cudagraph-mode {value!r} is not one of vLLM's: " + ", ".join(CUDAGRAPH_MODES)
+            )
+        return mode
 
     @field_validator("model_loader_extra_config")
     @classmethod

@@ -105,3 +105,10 @@ def test_the_load_format_reaches_vllms_load_config(tmp_path: Path) -> None:
     assert config.load_config.model_loader_extra_config == {}
     with pytest.raises(ValueError, match="LAYERBUS_LOAD_FORMAT"):
         build_vllm_config(engine.model_copy(update={"load_format": "nope"}), pipeline_size=1)
+
+
+def test_cudagraph_mode_is_checked_when_the_settings_are_read() -> None:
+    assert EngineSettings(cudagraph_mode="full_decode_only").cudagraph_mode == "FULL_DECODE_ONLY"
+    assert EngineSettings().cudagraph_mode == ""
+    with pytest.raises(ValidationError, match="not one of vLLM's: NONE, PIECEWISE"):
+        EngineSettings(cudagraph_mode="fully")
