@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from shared.default_model import prepare_default_model
+from tests.e2e import last_use
 from tests.e2e.cluster import ROOT, Cluster
+from tests.e2e.genconf import NAME, TOOL_ARGS, write_genconf_model
+from tests.e2e.vllm_server import VllmServer
 
 LONG_TEXT = " ".join(
     f"Paragraph {i}: the river runs past the mill, the miller counts sacks of grain, "
@@ -30,6 +33,27 @@ PROMPTS = [
     "Give me a name for a friendly robot.",
     "Summarize this text in one sentence: " + LONG_TEXT,
 ]
+
+# Modules that share a session-wide stack run one after the other (in this order, each
+# right after the first), so the stack is stopped once the last of them is done.
+SHARING = [("test_clients.py", "test_sampling_parameters.py")]
+# Session-wide stacks stopped after their last test (tests/e2e/last_use.py).
+STOPPED_AFTER_LAST_USE = ["genconf_reference", "genconf_two_stages"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for group in SHARING:
+        moved = [i for i in items if i.path.name in group[1:]]
+        kept = [i for i in items if i.path.name not in group[1:]]
+        firsts = [n for n, i in enumerate(kept) if i.path.name == group[0]]
+        if moved and firsts:
+            at = firsts[-1] + 1
+            items[:] = kept[:at] + moved + kept[at:]
+    last_use.plan(items, STOPPED_AFTER_LAST_USE)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    last_use.finished(item)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +105,47 @@ def two_stages(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         layers=[(0, 15), (15, 30)],
         log_dir=tmp_path_factory.mktemp("two-stages"),
     )
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def genconf_model(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bundled model with sampling values added to its generation_config.json."""
+    return write_genconf_model(model_path, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def genconf_reference(
+    genconf_model: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Single-process `vllm serve` of genconf_model, with the tool parser and template."""
+    server = VllmServer(
+        genconf_model,
+        tmp_path_factory.mktemp("vllm-serve"),
+        ["--served-model-name", NAME, *TOOL_ARGS],
+    )
+    last_use.STOPS["genconf_reference"] = server.stop
+    try:
+        yield server.start().url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def genconf_two_stages(
+    genconf_model: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """layerbus over genconf_model, layers 0:15 and 15:30, the gateway with the tool flags."""
+    cluster = Cluster(
+        model=genconf_model,
+        layers=[(0, 15), (15, 30)],
+        log_dir=tmp_path_factory.mktemp("genconf-two-stages"),
+        gateway_args=TOOL_ARGS,
+    )
+    last_use.STOPS["genconf_two_stages"] = cluster.stop
     try:
         yield cluster.start()
     finally:

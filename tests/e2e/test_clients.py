@@ -11,7 +11,6 @@ import enum
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,15 +19,10 @@ import pytest
 from pydantic import BaseModel
 
 from tests.e2e.cluster import Cluster
-from tests.e2e.vllm_server import VllmServer
+from tests.e2e.genconf import GENERATION, NAME, TOOL_ARGS
 
 pytestmark = pytest.mark.e2e
 
-NAME = "SmolLM2-genconf"
-TEMPLATE = Path(__file__).with_name("templates") / "hermes_tools.jinja"
-TOOL_ARGS = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
-TOOL_ARGS += ["--chat-template", str(TEMPLATE)]
-GENERATION = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
 SPLITS = {"two-stages": [(0, 15), (15, 30)], "one-stage": [(0, 30)]}
 
 WEATHER = {
@@ -63,37 +57,17 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def genconf_model(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The bundled model with sampling values added to its generation_config.json."""
-    folder = tmp_path_factory.mktemp("models") / NAME
-    folder.mkdir()
-    for item in Path(model_path).iterdir():
-        if item.name != "generation_config.json":
-            os.symlink(item, folder / item.name)
-    config = json.loads((Path(model_path) / "generation_config.json").read_text())
-    config.pop("_from_model_config", None)
-    config.update(GENERATION)
-    (folder / "generation_config.json").write_text(json.dumps(config))
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def reference(genconf_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = VllmServer(
-        genconf_model,
-        tmp_path_factory.mktemp("vllm-serve"),
-        ["--served-model-name", NAME, *TOOL_ARGS],
-    )
-    try:
-        yield server.start().url
-    finally:
-        server.stop()
+def reference(genconf_reference: str) -> str:
+    return genconf_reference
 
 
 @pytest.fixture(scope="module", params=list(SPLITS))
 def cluster(
     request: pytest.FixtureRequest, genconf_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
+    if request.param == "two-stages":  # shared with test_sampling_parameters.py
+        yield request.getfixturevalue("genconf_two_stages")
+        return
     c = Cluster(
         model=genconf_model,
         layers=SPLITS[request.param],

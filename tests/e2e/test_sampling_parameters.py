@@ -8,14 +8,13 @@ detokenizer and stop strings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.cluster import Cluster
-from tests.e2e.vllm_server import VllmServer
+from tests.e2e.genconf import NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +23,16 @@ IM_START = 1  # a special token of the bundled model that is neither EOS nor a s
 
 
 @pytest.fixture(scope="module")
-def reference(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = VllmServer(model_path, tmp_path_factory.mktemp("vllm-serve"), [])
-    try:
-        yield server.start().url
-    finally:
-        server.stop()
+def stack(genconf_two_stages: Cluster) -> Cluster:
+    """Two stages over the bundled model (its generation_config.json with sampling defaults,
+    which these requests override: they all set temperature 0), shared with test_clients.py."""
+    return genconf_two_stages
+
+
+@pytest.fixture(scope="module")
+def reference(genconf_reference: str) -> str:
+    """`vllm serve` of the same folder, as test_clients.py compares with."""
+    return genconf_reference
 
 
 def complete(url: str, model: str, **fields: Any) -> dict[str, Any]:
@@ -40,10 +43,10 @@ def complete(url: str, model: str, **fields: Any) -> dict[str, Any]:
     return choice
 
 
-def both(cluster: Cluster, reference: str, model_path: str, **fields: Any) -> str:
+def both(cluster: Cluster, reference: str, **fields: Any) -> str:
     """The text layerbus answers, after checking vllm serve answers the same."""
-    ours = complete(cluster.url, model_path, **fields)
-    theirs = complete(reference, model_path, **fields)
+    ours = complete(cluster.url, NAME, **fields)
+    theirs = complete(reference, NAME, **fields)
     assert ours["text"] == theirs["text"], f"{fields}: layerbus {ours!r}, vllm {theirs!r}"
     return str(ours["text"])
 
@@ -53,45 +56,39 @@ def first_token(tokenizer: Any, text: str) -> int:
 
 
 def test_logit_bias_changes_the_answer_as_vllm(
-    two_stages: Cluster, reference: str, model_path: str, tokenizer: Any
+    stack: Cluster, reference: str, tokenizer: Any
 ) -> None:
-    plain = both(two_stages, reference, model_path)
+    plain = both(stack, reference)
     banned = first_token(tokenizer, plain)
-    biased = both(two_stages, reference, model_path, logit_bias={str(banned): -100})
+    biased = both(stack, reference, logit_bias={str(banned): -100})
     assert biased != plain and not biased.startswith(tokenizer.decode([banned]))
 
 
 def test_allowed_token_ids_limit_the_answer_as_vllm(
-    two_stages: Cluster, reference: str, model_path: str, tokenizer: Any
+    stack: Cluster, reference: str, tokenizer: Any
 ) -> None:
     allowed = tokenizer.encode(" Lyon Rome, and", add_special_tokens=False)
-    text = both(two_stages, reference, model_path, allowed_token_ids=allowed)
+    text = both(stack, reference, allowed_token_ids=allowed)
     assert text and set(tokenizer.encode(text, add_special_tokens=False)) <= set(allowed)
 
 
-def test_bad_words_change_the_answer_as_vllm(
-    two_stages: Cluster, reference: str, model_path: str
-) -> None:
-    plain = both(two_stages, reference, model_path)
+def test_bad_words_change_the_answer_as_vllm(stack: Cluster, reference: str) -> None:
+    plain = both(stack, reference)
     word = plain.split()[0]
-    text = both(two_stages, reference, model_path, bad_words=[word])
+    text = both(stack, reference, bad_words=[word])
     assert text != plain and word not in text.split()[:1]
 
 
-def test_include_stop_str_in_output_keeps_the_stop_as_vllm(
-    two_stages: Cluster, reference: str, model_path: str
-) -> None:
-    plain = both(two_stages, reference, model_path)
+def test_include_stop_str_in_output_keeps_the_stop_as_vllm(stack: Cluster, reference: str) -> None:
+    plain = both(stack, reference)
     stop = plain.split()[1]
-    cut = both(two_stages, reference, model_path, stop=[stop])
-    kept = both(two_stages, reference, model_path, stop=[stop], include_stop_str_in_output=True)
+    cut = both(stack, reference, stop=[stop])
+    kept = both(stack, reference, stop=[stop], include_stop_str_in_output=True)
     assert kept == cut + stop
 
 
-def test_skip_special_tokens_false_shows_them_as_vllm(
-    two_stages: Cluster, reference: str, model_path: str
-) -> None:
+def test_skip_special_tokens_false_shows_them_as_vllm(stack: Cluster, reference: str) -> None:
     forced = {"logit_bias": {str(IM_START): 100}, "max_tokens": 3}
-    assert both(two_stages, reference, model_path, **forced) == ""
-    shown = both(two_stages, reference, model_path, skip_special_tokens=False, **forced)
+    assert both(stack, reference, **forced) == ""
+    shown = both(stack, reference, skip_special_tokens=False, **forced)
     assert shown == "<|im_start|>" * 3
