@@ -81,19 +81,45 @@ def prompt_ids(tokenizer) -> list[list[int]]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def baseline_ids(model_path: str, prompt_ids: list[list[int]]) -> list[list[int]]:
-    """Greedy token ids from single-process vLLM, one prompt at a time."""
+def baseline_ids(
+    model_path: str,
+    prompt_ids: list[list[int]],
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[list[int]]:
+    """Greedy token ids from single-process vLLM, one prompt at a time.
+
+    A test that also wants the session's `two_stages` gets it started while vLLM runs
+    (the baseline uses one core), not after.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_CPU_OMP_THREADS_BIND="nobind")
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("baseline_vllm.py")), model_path, "32"],
-        input=json.dumps(prompt_ids).encode(),
-        capture_output=True,
-        env=env,
-        timeout=900,
-    )
-    lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr.decode()[-3000:]
+    folder = tmp_path_factory.mktemp("baseline")
+    (folder / "prompts.json").write_text(json.dumps(prompt_ids))
+    # Files, not pipes: nothing blocks the child while the stack below starts.
+    with (
+        open(folder / "prompts.json", "rb") as stdin,
+        open(folder / "stdout", "wb") as stdout,
+        open(folder / "stderr", "wb") as stderr,
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("baseline_vllm.py")), model_path, "32"],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+        )
+    try:
+        if "two_stages" in request.fixturenames:
+            request.getfixturevalue("two_stages")
+        proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = (folder / "stdout").read_text(errors="replace")
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (folder / "stderr").read_text(errors="replace")[-3000:]
     result: list[list[int]] = json.loads(lines[-1][len("RESULT ") :])
     return result
 
@@ -119,7 +145,7 @@ def genconf_model(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def genconf_reference(
-    genconf_model: str, tmp_path_factory: pytest.TempPathFactory
+    genconf_model: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     """Single-process `vllm serve` of genconf_model, with the tool parser and template."""
     server = VllmServer(
@@ -129,7 +155,10 @@ def genconf_reference(
     )
     last_use.STOPS["genconf_reference"] = server.stop
     try:
-        yield server.start().url
+        # Every test of the reference also runs on the two-stage stack: start it meanwhile.
+        server.launch()
+        request.getfixturevalue("genconf_two_stages")
+        yield server.wait_ready().url
     finally:
         server.stop()
 

@@ -66,6 +66,7 @@ def cluster(
     request: pytest.FixtureRequest, genconf_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     if request.param == "two-stages":  # shared with test_sampling_parameters.py
+        request.getfixturevalue("genconf_reference")  # starts both side by side
         yield request.getfixturevalue("genconf_two_stages")
         return
     c = Cluster(

@@ -63,8 +63,8 @@ def check_equal(cluster: Cluster, prompt_ids: list[list[int]], baseline: list[li
 
 
 def test_two_stages_15_15_match_vllm(
-    two_stages: Cluster, prompt_ids: list[list[int]], baseline_ids: list[list[int]]
-) -> None:
+    prompt_ids: list[list[int]], baseline_ids: list[list[int]], two_stages: Cluster
+) -> None:  # baseline_ids first: it starts two_stages while the baseline runs
     check_equal(two_stages, prompt_ids, baseline_ids)
 
 

@@ -28,6 +28,11 @@ class VllmServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 600.0) -> VllmServer:
+        """Launch the server and wait until it answers."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> VllmServer:
+        """Start the child process; wait_ready() waits for it (start other things meanwhile)."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_CPU_OMP_THREADS_BIND="nobind")
         env["OMP_NUM_THREADS"] = "1"
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -40,6 +45,11 @@ class VllmServer:
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        return self
+
+    def wait_ready(self, timeout: float = 600.0) -> VllmServer:
+        """Wait until a launched server answers /health."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -49,7 +59,7 @@ class VllmServer:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(1)
+            time.sleep(0.25)
         raise RuntimeError("vllm serve not healthy in time")
 
     def stop(self) -> None:
