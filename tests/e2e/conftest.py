@@ -38,7 +38,7 @@ PROMPTS = [
 # right after the first), so the stack is stopped once the last of them is done.
 SHARING = [("test_clients.py", "test_sampling_parameters.py")]
 # Session-wide stacks stopped after their last test (tests/e2e/last_use.py).
-STOPPED_AFTER_LAST_USE = ["genconf_reference", "genconf_two_stages"]
+STOPPED_AFTER_LAST_USE = ["genconf_reference", "genconf_two_stages", "healing"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from services.ops.health_probe import query_status
+from tests.e2e import last_use
 from tests.e2e.cluster import Cluster
 from tests.e2e.recovery_helpers import (
     FAST_HEARTBEATS,
@@ -47,6 +48,8 @@ def _cluster(model_path: str, log_dir: Path, **env: str) -> Cluster:
 def healing(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Coordinator, stages 0:15 and 15:30, a gateway, and a standby for 15:30."""
     cluster = _cluster(model_path, tmp_path_factory.mktemp("healing"))
+    # Stopped after its last test, so it does not idle beside the stacks of the tests below.
+    last_use.STOPS["healing"] = cluster.stop
     try:
         cluster.start()
         start_stage(cluster, 15, 30, "standby-15-30")
