@@ -9,10 +9,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.platform_defaults import (
-    CUDAGRAPH_MODES,
     Platform,
     PlatformChoice,
     choose,
+    cudagraph_mode_name,
     detect_platform,
 )
 
@@ -74,12 +74,7 @@ class EngineSettings(BaseSettings):
     @field_validator("cudagraph_mode")
     @classmethod
     def _graph_mode(cls, value: str) -> str:
-        mode = value.strip().upper()
-        if mode and mode not in CUDAGRAPH_MODES:
-            raise ValueError(
-                f"--cudagraph-mode {value!r} is not one of vLLM's: " + ", ".join(CUDAGRAPH_MODES)
-            )
-        return mode
+        return cudagraph_mode_name(value)
 
     @field_validator("model_loader_extra_config")
     @classmethod

@@ -31,6 +31,16 @@ CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PI
 UNCOMPILED_CUDAGRAPH_MODE = "FULL_DECODE_ONLY"
 
 
+def cudagraph_mode_name(value: str) -> str:
+    """--cudagraph-mode as vLLM spells it ("" = the default), or ValueError naming the choices."""
+    mode = value.strip().upper()
+    if mode and mode not in CUDAGRAPH_MODES:
+        raise ValueError(
+            f"--cudagraph-mode {value!r} is not one of vLLM's: " + ", ".join(CUDAGRAPH_MODES)
+        )
+    return mode
+
+
 @dataclass(frozen=True)
 class PlatformChoice:
     """Resolved engine choices for one platform (immutable; any thread)."""
@@ -83,12 +93,7 @@ def choose(
     kv_cache_gb (see stage_kv_cache_gb); torch_compile and cudagraph_mode are ignored
     there.
     """
-    mode = cudagraph_mode.strip().upper()
-    if mode and mode not in CUDAGRAPH_MODES:
-        raise ValueError(
-            f"--cudagraph-mode {cudagraph_mode!r} is not one of vLLM's: "
-            + ", ".join(CUDAGRAPH_MODES)
-        )
+    mode = cudagraph_mode_name(cudagraph_mode)
     util = gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     if not 0 < util <= 1:
         raise ValueError(f"--gpu-memory-utilization must be in (0, 1], got {util}")
