@@ -29,6 +29,7 @@ from services.stage.plan_validation import plan_limits
 from services.stage.worker import StageWorker
 from shared import codec, curve, wire
 from shared.dropped import drop
+from shared.process_age import age_note
 from shared.vllm_bridge.kv_codec import decode_kv, encode_kv
 
 log = logging.getLogger("layerbus.stage")
@@ -208,7 +209,7 @@ class ControlPlane:
             )
             self.chain.configured = True
             log.info(
-                "%s: stage %d of %d, %d KV blocks%s, next hop %s",
+                "%s: stage %d of %d, %d KV blocks%s, next hop %s%s",
                 self.name,
                 msg.stage_index + 1,
                 msg.num_stages,
@@ -217,6 +218,7 @@ class ControlPlane:
                 if num_blocks < self.chain.num_blocks
                 else "",
                 msg.next_address or "coordinator",
+                age_note(),
             )
         except Exception as err:  # reported to the coordinator, which stops start-up
             log.exception("%s: configure failed", self.name)

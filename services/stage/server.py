@@ -43,6 +43,7 @@ from shared.engine_settings import (
 from shared.message_limits import activation_max_bytes
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.platform_defaults import detect_platform, select_device, stage_kv_cache_gb
+from shared.process_age import age_note
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 
@@ -76,7 +77,9 @@ class StageServer:
             # With CURVE the coordinator admits a stage only under its key's name.
             self.name = os.path.basename(transport.secret_key).removesuffix(".key_secret")
         part = local_partition(start, end, num_layers)
-        log.info("%s: loading layers [%d, %d) of %s", self.name, start, end, model)
+        log.info(
+            "%s: loading layers [%d, %d) of %s%s", self.name, start, end, model, age_note()
+        )
         started = time.monotonic()
         select_device(stage.device)
         # StageWorker drives vLLM's V1 GPU model runner (the CPU one derives from it);
