@@ -7,6 +7,8 @@ benchmark/model_shapes.py, served with --load-format dummy), one phase each, in 
   vllm-default       `vllm serve` with its defaults;
   layerbus-1         layerbus, one stage on cuda:0;
   layerbus-2-shared  layerbus, two stages sharing cuda:0 (--shared-gpu-util each);
+  on CUDA also vllm-stage-runner and layerbus-1-uncompiled (benchmark/gpu_systems.py),
+  and only when --systems names it layerbus-1-mega-aot (vLLM's mega AOT artifact);
   with --gpus N > 1: layerbus-N-gpus (one stage per GPU, --device cuda:i), vllm-ppN and
                      vllm-tpN (`vllm serve --pipeline-parallel-size/--tensor-parallel-size N`).
 Every system is loaded by `vllm bench serve` (random --input-len in / --output-len out) at
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     systems = systems_for(platform, args.gpus, args.shared_gpu_util)
-    wanted = set(args.systems or [s.name for s in systems] + ["baseline"])
+    wanted = set(args.systems or [s.name for s in systems if not s.on_request] + ["baseline"])
     if "baseline" in wanted:
         summary.phase("baseline", args.phase_timeout_s, baseline)
         wait_gpu_released(60)

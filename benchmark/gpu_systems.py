@@ -70,6 +70,7 @@ class VllmSystem:
     tensor_parallel: int = 1
     args: tuple[str, ...] = ()  # flags beyond the shared engine flags
     env: Env = ()
+    on_request: bool = False  # only when --systems names it
 
     @property
     def gpus(self) -> int:
@@ -85,6 +86,7 @@ class LayerbusSystem:
     devices: tuple[str, ...]  # per stage: "cuda:N", or "" on a CPU host
     gpu_memory_utilization: float | None = None  # per stage; None = the stage's default
     env: Env = ()  # LAYERBUS_* settings beyond the shared engine flags
+    on_request: bool = False  # only when --systems names it
 
     @property
     def stages(self) -> int:
@@ -119,6 +121,17 @@ def systems_for(platform: Platform, gpus: int, shared_util: float) -> list[Syste
                 "layerbus, 1 stage, --no-torch-compile",
                 (device,),
                 env=(("LAYERBUS_TORCH_COMPILE", "0"),),
+            )
+        )
+        out.append(
+            LayerbusSystem(
+                "layerbus-1-mega-aot",
+                "layerbus, 1 stage, vLLM's mega AOT artifact",
+                (device,),
+                # vLLM's default from torch 2.12 on: one artifact per compiled model, loaded
+                # without splitting the graph again (what a compiled restart spends time on).
+                env=(("VLLM_USE_MEGA_AOT_ARTIFACT", "1"),),
+                on_request=True,
             )
         )
     out += [

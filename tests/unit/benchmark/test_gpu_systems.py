@@ -29,9 +29,11 @@ def test_one_gpu_compares_vllm_defaults_one_stage_and_two_sharing_it() -> None:
         "vllm-stage-runner",
         "layerbus-1",
         "layerbus-1-uncompiled",
+        "layerbus-1-mega-aot",
         "layerbus-2-shared",
     ]
-    one, shared = systems[2], systems[4]
+    assert [s.name for s in systems if s.on_request] == ["layerbus-1-mega-aot"]
+    one, shared = systems[2], systems[5]
     assert isinstance(one, LayerbusSystem) and isinstance(shared, LayerbusSystem)
     assert one.devices == ("cuda:0",) and one.gpu_memory_utilization is None
     assert shared.devices == ("cuda:0", "cuda:0") and shared.gpu_memory_utilization == 0.4
