@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from prometheus_client import generate_latest
@@ -26,16 +28,35 @@ def test_every_reason_the_code_drops_for_is_known() -> None:
     assert used - known == set()
 
 
-def test_export_zeros_creates_every_series_at_zero() -> None:
+def test_export_zeros_creates_every_series_and_keeps_counted_drops() -> None:
+    # The counter is process-wide: other tests may have dropped on stage-data already.
     export_zeros("stage-data")
     text = generate_latest().decode()
     for reason in REASONS["stage-data"]:
         line = f'layerbus_dropped_messages_total{{reason="{reason}",socket="stage-data"}}'
         assert line in text
-    assert count("stage-data", "stale") == 0
+    before = count("stage-data", "stale")
+    drop("stage-data", "stale", "test")
+    export_zeros("stage-data")
+    assert count("stage-data", "stale") == before + 1
 
 
 def test_drop_counts() -> None:
     before = count("stage-control", "malformed")
     drop("stage-control", "malformed", "test")
     assert count("stage-control", "malformed") == before + 1
+
+
+def test_a_fresh_process_exports_every_series_at_zero() -> None:
+    code = (
+        "from prometheus_client import generate_latest\n"
+        "from shared.dropped import export_zeros\n"
+        "export_zeros('stage-data')\n"
+        "print(generate_latest().decode())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    for reason in REASONS["stage-data"]:
+        line = f'layerbus_dropped_messages_total{{reason="{reason}",socket="stage-data"}} 0.0'
+        assert line in out
