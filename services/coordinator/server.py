@@ -44,6 +44,7 @@ from shared.engine_settings import EngineSettings, config_dtype, model_num_layer
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
+from shared.wakeup import Wakeup
 
 log = logging.getLogger("layerbus.coordinator")
 
@@ -106,6 +107,7 @@ class CoordinatorServer:
         self.host: EngineHost | None = None
         self.engine_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wakeup = Wakeup()  # stop() (a signal handler) wakes the loop's poll
         self.detail = "waiting for stages"
         self.exit_code = 0
         # Gateways see a new incarnation after a restart and fail what they had sent to
@@ -162,6 +164,7 @@ class CoordinatorServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.outbox.pull, zmq.POLLIN)
+        self._wakeup.register(poller)
         interval = self.transport.heartbeat_interval_s
         last_beat = last_progress = 0.0
         while not self._stop.is_set():
@@ -194,6 +197,7 @@ class CoordinatorServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wakeup.wake()
         if self.host is not None:
             self.host.stopping.set()
 
@@ -212,6 +216,7 @@ class CoordinatorServer:
         self.security.close()
         # destroy, not term: a socket an engine thread still holds must not block the exit.
         self.ctx.destroy(linger=0)
+        self._wakeup.close()
 
     def _heartbeat(self, now: float) -> None:
         age = self.link.oldest_step_age(now)

@@ -28,6 +28,7 @@ from services.stage.links import NextHop, RingLink
 from services.stage.membership import Membership
 from services.stage.metrics import StageMetrics
 from services.stage.offer import place_this_stage
+from services.stage.prompt_exit import exit_process
 from services.stage.reload import reload_process, reloaded
 from services.stage.settings import StageSettings
 from services.stage.step_stats import StepStats
@@ -46,6 +47,7 @@ from shared.platform_defaults import detect_platform, select_device, stage_kv_ca
 from shared.process_age import age_note
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
+from shared.wakeup import Wakeup
 
 log = logging.getLogger("layerbus.stage")
 
@@ -180,6 +182,7 @@ class StageServer:
             transport.heartbeat_interval_s,
             transport.heartbeat_misses,
         )
+        self.wakeup = Wakeup()  # a signal wakes the main loop's poll (request_leave)
         cpu_wait = CpuWait()  # this (the main) thread's wait for a CPU
         self.heartbeats = HeartbeatThread(
             self.ctx,
@@ -209,6 +212,7 @@ class StageServer:
         poller = zmq.Poller()
         poller.register(self.data, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        self.wakeup.register(poller)
         interval = self.transport.heartbeat_interval_s
         while True:
             if self.control_plane.leaving:
@@ -227,6 +231,7 @@ class StageServer:
     def request_leave(self, reason: str) -> None:
         """Signal handler: finish the current step, tell the coordinator, exit."""
         self.control_plane.request_leave(reason)
+        self.wakeup.wake()
 
     def close(self) -> None:
         self.heartbeats.stop()
@@ -237,6 +242,7 @@ class StageServer:
             self.auth.stop()
         self.metrics.close()
         self.ctx.term()
+        self.wakeup.close()
 
 
 def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettings) -> None:
@@ -268,3 +274,5 @@ def run(stage: StageSettings, engine: EngineSettings, transport: TransportSettin
         server.close()
     if server.control_plane.reload_to:
         reload_process(server.control_plane.reload_to)
+    # The leave is done (Leave sent, sockets closed); skip the interpreter's teardown.
+    exit_process(0)
