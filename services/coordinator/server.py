@@ -42,6 +42,7 @@ from shared import codec, curve, wire
 from shared.dropped import drop, export_zeros
 from shared.engine_settings import EngineSettings, config_dtype, model_num_layers
 from shared.metrics_endpoint import metrics_url, serve_metrics
+from shared.prompt_exit import exit_process
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.wakeup import Wakeup
@@ -359,3 +360,4 @@ def run(
         server.close()
     if server.exit_code:
         raise SystemExit(server.exit_code)
+    exit_process(0)  # stopped: skip the interpreter's teardown of vLLM and torch

@@ -28,7 +28,6 @@ from services.stage.links import NextHop, RingLink
 from services.stage.membership import Membership
 from services.stage.metrics import StageMetrics
 from services.stage.offer import place_this_stage
-from services.stage.prompt_exit import exit_process
 from services.stage.reload import reload_process, reloaded
 from services.stage.settings import StageSettings
 from services.stage.step_stats import StepStats
@@ -45,6 +44,7 @@ from shared.message_limits import activation_max_bytes
 from shared.metrics_endpoint import metrics_url, serve_metrics
 from shared.platform_defaults import detect_platform, select_device, stage_kv_cache_gb
 from shared.process_age import age_note
+from shared.prompt_exit import exit_process
 from shared.settings import TransportSettings
 from shared.sockets import make_socket
 from shared.wakeup import Wakeup

@@ -38,7 +38,7 @@ PROMPTS = [
 # right after the first), so the stack is stopped once the last of them is done.
 SHARING = [("test_clients.py", "test_sampling_parameters.py")]
 # Session-wide stacks stopped after their last test (tests/e2e/last_use.py).
-STOPPED_AFTER_LAST_USE = ["genconf_reference", "genconf_two_stages", "healing"]
+STOPPED_AFTER_LAST_USE = ["genconf_reference", "genconf_two_stages", "healing", "two_stages"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -131,6 +131,7 @@ def two_stages(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         layers=[(0, 15), (15, 30)],
         log_dir=tmp_path_factory.mktemp("two-stages"),
     )
+    last_use.STOPS["two_stages"] = cluster.stop
     try:
         yield cluster.start()
     finally:

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.stage.prompt_exit import exit_process
+from shared.prompt_exit import exit_process
 
 CHILD = """
 import atexit, logging, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from services.stage.prompt_exit import exit_process
+from shared.prompt_exit import exit_process
 
 out = Path(sys.argv[1])
 
@@ -22,6 +23,8 @@ class Finalized:
 kept = Finalized()  # freed only by the interpreter's teardown
 atexit.register(lambda: out.joinpath("atexit").write_text("yes"))
 threading.Thread(target=lambda: (time.sleep(0.2), out.joinpath("thread").write_text("yes"))).start()
+pool = ThreadPoolExecutor(1)  # an idle worker, stopped by threading's exit hook, not joined forever
+pool.submit(lambda: out.joinpath("pool").write_text("yes")).result()
 logging.basicConfig(stream=sys.stderr)
 logging.getLogger("x").warning("logged")
 sys.stdout.write("buffered, no newline")
@@ -41,6 +44,7 @@ def test_exit_runs_atexit_joins_threads_flushes_and_skips_the_teardown(tmp_path:
     assert done.returncode == 3, done.stderr
     assert (tmp_path / "atexit").read_text() == "yes"
     assert (tmp_path / "thread").read_text() == "yes"
+    assert (tmp_path / "pool").read_text() == "yes"
     assert done.stdout == "buffered, no newline"
     assert "logged" in done.stderr
     assert not (tmp_path / "finalized").exists()
@@ -53,7 +57,9 @@ def test_without_it_the_teardown_runs(tmp_path: Path) -> None:
     assert (tmp_path / "finalized").read_text() == "yes"
 
 
-def test_it_is_the_stage_entry_points_exit() -> None:
-    from services.stage import server
+def test_it_is_the_stage_and_coordinator_entry_points_exit() -> None:
+    from services.coordinator import server as coordinator
+    from services.stage import server as stage
 
-    assert server.exit_process is exit_process
+    assert stage.exit_process is exit_process
+    assert coordinator.exit_process is exit_process
