@@ -14,7 +14,11 @@ import zmq
 
 
 class Wakeup:
-    """The read end goes into a zmq.Poller; `wake()` (a signal handler) makes it readable."""
+    """The read end goes into a zmq.Poller; `wake()` (a signal handler) makes it readable.
+
+    It stays readable: a loop that is woken is stopping (the stage's leave, the
+    coordinator's stop), so nothing reads the pipe back.
+    """
 
     def __init__(self) -> None:
         self.fd, self._write_fd = os.pipe()
@@ -28,12 +32,6 @@ class Wakeup:
         """Safe in a signal handler: never blocks (a full pipe is awake already)."""
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"\0")
-
-    def clear(self) -> None:
-        """Read every pending wake-up, so the next poll waits again."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 4096):
-                pass
 
     def close(self) -> None:
         for fd in (self.fd, self._write_fd):
